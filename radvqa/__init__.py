@@ -1,0 +1,27 @@
+"""radvqa: turn a local RadImageNet copy into a radiologic VQA dataset."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import Config, load_config  # noqa: E402
+from .dataset import GenerateResult, generate_dataset  # noqa: E402
+from .errors import RadVQAError  # noqa: E402
+from .sample import build_sample  # noqa: E402
+from .source import read_source  # noqa: E402
+from .taxonomy import Taxonomy, load_taxonomy  # noqa: E402
+from .templates import TemplateSet, load_templates  # noqa: E402
+
+__all__ = [
+    "Config",
+    "GenerateResult",
+    "RadVQAError",
+    "Taxonomy",
+    "TemplateSet",
+    "build_sample",
+    "generate_dataset",
+    "load_config",
+    "load_taxonomy",
+    "load_templates",
+    "read_source",
+]

@@ -1,0 +1,225 @@
+"""End-to-end ``generate``: read a copy, plan each split, write shards, manifest and card."""
+
+from __future__ import annotations
+
+import multiprocessing
+import platform
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .card import write_card
+from .config import Config
+from .generate import INSTRUCT_SLOTS, Plan, Slice, build_plan, render
+from .progress import NullProgress, ProgressBar
+from .source import SourceReport, read_source
+from .taxonomy import Taxonomy
+from .templates import TemplateSet
+from .writers import ShardInfo, prepare_output, shard_count, shard_name, write_json, write_shard
+
+CONFIGS = {"alignment": 1, "instruct": len(INSTRUCT_SLOTS)}  # records per image
+TRAINING_SPLITS = ("train", "val")
+_CHUNK = 4096  # lines per write
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard to write: which records of which split, and where."""
+
+    config: str
+    split: str
+    index: int
+    total: int
+    skip: int
+    count: int
+    path: Path
+    out: Path
+    images: Slice
+
+
+@dataclass
+class GenerateResult:
+    """What a generate run produced."""
+
+    out: Path
+    source: SourceReport
+    records: dict[str, dict[str, int]]
+    shards: list[ShardInfo] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        """Human-readable summary."""
+        out = self.source.lines()
+        for config, splits in self.records.items():
+            out.append(f"{config}: " + ", ".join(f"{s} {n}" for s, n in splits.items()) + " records")
+        total = sum(n for splits in self.records.values() for n in splits.values())
+        rate = total / self.seconds if self.seconds else 0.0
+        out.append(f"wrote {len(self.shards)} shards to {self.out} in {self.seconds:.1f} s ({rate:,.0f} records/s)")
+        return out
+
+
+def image_slice(table: pd.DataFrame) -> Slice:
+    """The render input for the rows of an image table."""
+    return Slice(
+        ids=table["image_id"].tolist(),
+        images=table["image"].tolist(),
+        classes=table["class_index"].to_numpy(dtype=np.int64),
+        keys=table["key"].to_numpy(dtype=np.uint64),
+    )
+
+
+def class_counts(table: pd.DataFrame, taxonomy: Taxonomy) -> np.ndarray:
+    """Images per taxonomy class in ``table``."""
+    return np.bincount(table["class_index"].to_numpy(), minlength=len(taxonomy.classes)).astype(np.float64)
+
+
+def shard_tasks(config: str, split: str, images: Slice, shard_size: int, out: Path) -> list[ShardTask]:
+    """Cut one config/split into shards of ``shard_size`` records (boundaries may split an image)."""
+    per_image = CONFIGS[config]
+    records = len(images) * per_image
+    total = shard_count(records, shard_size)
+    tasks = []
+    for index in range(total):
+        first, last = index * shard_size, min((index + 1) * shard_size, records)
+        start, stop = first // per_image, -(-last // per_image)
+        tasks.append(
+            ShardTask(
+                config=config,
+                split=split,
+                index=index,
+                total=total,
+                skip=first - start * per_image,
+                count=last - first,
+                path=out / config / shard_name(split, index, total),
+                out=out,
+                images=images.part(start, stop),
+            )
+        )
+    return tasks
+
+
+def _chunks(lines: Iterator[bytes]) -> Iterator[tuple[bytes, int]]:
+    while True:
+        batch = list(islice(lines, _CHUNK))
+        if not batch:
+            return
+        yield b"".join(batch), len(batch)
+
+
+def run_task(task: ShardTask, plan: Plan) -> ShardInfo:
+    """Render and write one shard."""
+    lines = islice(render(plan, task.images, task.config), task.skip, task.skip + task.count)
+    return write_shard(task.path, _chunks(lines), task.out)
+
+
+_WORKER_PLANS: dict[str, Plan] = {}
+
+
+def _init_worker(plans: dict[str, Plan]) -> None:
+    _WORKER_PLANS.update(plans)
+
+
+def _run_in_worker(task: ShardTask) -> ShardInfo:
+    return run_task(task, _WORKER_PLANS[task.split])
+
+
+def run_tasks(
+    tasks: list[ShardTask], plans: dict[str, Plan], workers: int, bar: ProgressBar
+) -> list[ShardInfo]:
+    """Write every shard, in a process pool when ``workers`` > 1; results in task order."""
+    results: list[ShardInfo | None] = [None] * len(tasks)
+    if workers <= 1 or len(tasks) <= 1:
+        for i, task in enumerate(tasks):
+            results[i] = run_task(task, plans[task.split])
+            bar.update(task.count)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(plans,)) as pool:
+            futures = {pool.submit(_run_in_worker, task): i for i, task in enumerate(tasks)}
+            for future in as_completed(futures):
+                i = futures[future]
+                results[i] = future.result()
+                bar.update(tasks[i].count)
+    return [r for r in results if r is not None]
+
+
+def environment() -> dict[str, str]:
+    """Versions that produced a dataset."""
+    import orjson
+
+    return {
+        "radvqa": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "orjson": orjson.__version__,
+    }
+
+
+def generate_dataset(
+    root: Path,
+    out: Path,
+    config: Config,
+    taxonomy: Taxonomy,
+    templates: TemplateSet,
+    overwrite: bool = False,
+    progress: Callable[[int, str], ProgressBar] | None = None,
+) -> GenerateResult:
+    """Generate alignment and instruct shards for every train/val image of the copy at ``root``."""
+    started = time.perf_counter()
+    out = Path(out)
+    prepare_output(out, overwrite, check_only=True)
+    table, report = read_source(root, taxonomy, config.split_ratios)
+    prepare_output(out, overwrite)
+    plans: dict[str, Plan] = {}
+    tasks: list[ShardTask] = []
+    records: dict[str, dict[str, int]] = {c: {} for c in CONFIGS}
+    for split in TRAINING_SPLITS:
+        rows = table[table["split"] == split]
+        plans[split] = build_plan(taxonomy, templates, config, split, class_counts(rows, taxonomy))
+        images = image_slice(rows)
+        for name, per_image in CONFIGS.items():
+            (out / name).mkdir(exist_ok=True)
+            records[name][split] = len(images) * per_image
+            tasks.extend(shard_tasks(name, split, images, config.shard_size, out))
+    bar = progress(sum(t.count for t in tasks), "generate") if progress else NullProgress()
+    with bar:
+        shards = run_tasks(tasks, plans, config.workers, bar)
+    result = GenerateResult(out=out, source=report, records=records, shards=shards)
+    manifest = build_manifest(root, config, taxonomy, templates, result)
+    write_card(out, manifest)
+    write_json(out / "manifest.json", manifest)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def build_manifest(
+    root: Path, config: Config, taxonomy: Taxonomy, templates: TemplateSet, result: GenerateResult
+) -> dict[str, Any]:
+    """Counts, config, seed, versions and sha256 per shard."""
+    slots = {
+        split: {"caption": result.records["alignment"][split]}
+        | {slot: result.records["instruct"][split] // len(INSTRUCT_SLOTS) for slot in INSTRUCT_SLOTS}
+        for split in TRAINING_SPLITS
+    }
+    return {
+        "format": "radvqa-dataset",
+        "format_version": 1,
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "environment": environment(),
+        "source": {"root": str(Path(root).resolve())} | result.source.to_dict(),
+        "taxonomy": {"source": taxonomy.source, "sha256": taxonomy.sha256, "data": taxonomy.data},
+        "templates": {"sources": templates.sources, "sha256": templates.sha256},
+        "records": result.records,
+        "slots": slots,
+        "shards": [s.to_dict() for s in result.shards],
+    }

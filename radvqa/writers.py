@@ -1,0 +1,109 @@
+"""Files radvqa writes: sharded JSONL and JSON reports, always via a temporary name.
+
+A shard only gets its final name once it is complete, so an interrupted run never leaves a
+half-written shard that looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import OutputError
+
+# What `generate` owns inside an output folder; only these are removed by --overwrite.
+OWNED = ("alignment", "instruct", "benchmark", "manifest.json", "README.md", "radimagenet-sample")
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A finished shard: its path relative to the dataset folder, record count, size, sha256."""
+
+    path: str
+    records: int
+    bytes: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for the manifest."""
+        return asdict(self)
+
+
+def shard_name(split: str, index: int, total: int) -> str:
+    """Hugging Face style shard name, e.g. ``train-00000-of-00003.jsonl``."""
+    return f"{split}-{index:05d}-of-{total:05d}.jsonl"
+
+
+def shard_count(records: int, shard_size: int) -> int:
+    """Number of shards for ``records`` records (at least one, so every split has a file)."""
+    return max(1, -(-records // shard_size))
+
+
+def temporary(path: Path) -> Path:
+    """The temporary sibling a file is written to before it is renamed."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def write_shard(path: Path, chunks: Iterable[tuple[bytes, int]], relative_to: Path) -> ShardInfo:
+    """Write (bytes, record count) chunks to ``path`` atomically and return its ShardInfo."""
+    digest = hashlib.sha256()
+    records = size = 0
+    tmp = temporary(path)
+    try:
+        with open(tmp, "wb") as handle:
+            for data, count in chunks:
+                handle.write(data)
+                digest.update(data)
+                records += count
+                size += len(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return ShardInfo(path.relative_to(relative_to).as_posix(), records, size, digest.hexdigest())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a whole file via a temporary name."""
+    tmp = temporary(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write indented JSON atomically."""
+    write_bytes_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+
+
+def prepare_output(out: Path, overwrite: bool, owned: tuple[str, ...] = OWNED, check_only: bool = False) -> None:
+    """Create ``out``; refuse a non-empty folder unless ``overwrite``, then clear what radvqa owns.
+
+    With ``check_only`` nothing is created or removed: callers check before long work and
+    clear only once the input has been read.
+    """
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputError(f"{out}: folder is not empty; pass --overwrite to replace a previous output")
+        if check_only:
+            return
+        for name in owned:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    if not check_only:
+        out.mkdir(parents=True, exist_ok=True)
