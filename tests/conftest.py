@@ -1,0 +1,59 @@
+"""Shared fixtures: the real taxonomy, a sample RadImageNet copy and a dataset generated from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from radvqa.config import Config, load_config
+from radvqa.dataset import generate_dataset
+from radvqa.sample import Quirks, build_sample
+from radvqa.taxonomy import Taxonomy, load_taxonomy
+from radvqa.templates import TemplateSet, load_templates
+
+REPO = Path(__file__).resolve().parent.parent
+LABELS_CSV = REPO.parent / "shared" / "radimagenet" / "labels.csv"
+
+
+@pytest.fixture(scope="session")
+def taxonomy() -> Taxonomy:
+    return load_taxonomy()
+
+
+@pytest.fixture(scope="session")
+def templates() -> TemplateSet:
+    return load_templates()
+
+
+@pytest.fixture(scope="session")
+def config() -> Config:
+    return load_config()
+
+
+@pytest.fixture(scope="session")
+def sample_copy_with_quirks(tmp_path_factory: pytest.TempPathFactory, taxonomy: Taxonomy) -> tuple[Path, Quirks]:
+    root = tmp_path_factory.mktemp("sample-copy")
+    quirks = build_sample(root, taxonomy)
+    assert quirks is not None
+    return root, quirks
+
+
+@pytest.fixture(scope="session")
+def sample_copy(sample_copy_with_quirks: tuple[Path, Quirks]) -> Path:
+    """A RadImageNet-shaped copy: all 150 classes, three CSVs, planted quirks. Do not modify."""
+    return sample_copy_with_quirks[0]
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(
+    tmp_path_factory: pytest.TempPathFactory,
+    sample_copy: Path,
+    config: Config,
+    taxonomy: Taxonomy,
+    templates: TemplateSet,
+) -> Path:
+    """A dataset generated from ``sample_copy`` with default settings. Do not modify: copy it."""
+    out = tmp_path_factory.mktemp("sample-dataset") / "out"
+    generate_dataset(sample_copy, out, config, taxonomy, templates)
+    return out
