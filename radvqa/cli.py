@@ -101,6 +101,13 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default from config: 0).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default 1).")] = None,
     shard_size: Annotated[Optional[int], typer.Option(help="Records per JSONL shard.")] = None,
+    splits: Annotated[
+        Optional[Path], typer.Option("--splits", help="Split file from `radvqa split` (default: split now).")
+    ] = None,
+    benchmark_images: Annotated[Optional[int], typer.Option(help="Benchmark size (default 1000).")] = None,
+    normal_fraction: Annotated[
+        Optional[float], typer.Option(help="Share of normal benchmark images per region, at most 0.25.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous output in OUT.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -110,18 +117,62 @@ def generate(
     with _errors():
         if (root is None) == (not sample):
             raise typer.BadParameter("give a RadImageNet ROOT or --sample (not both)")
-        settings = _load_config(config, seed=seed, workers=workers, shard_size=shard_size)
+        settings = _load_config(
+            config, seed=seed, workers=workers, shard_size=shard_size, benchmark_images=benchmark_images,
+            normal_fraction=normal_fraction,
+        )
         tax = load_taxonomy(taxonomy)
         tpl = load_templates(templates)
         if root is None:
             result = generate_sample_dataset(out, settings, tax, tpl, overwrite, _progress(quiet))
         else:
-            result = generate_dataset(root, out, settings, tax, tpl, overwrite, _progress(quiet))
-        for warning in result.source.warnings:
+            result = generate_dataset(root, out, settings, tax, tpl, overwrite, _progress(quiet), splits)
+        for warning in result.warnings:
             _say(f"warning: {warning}")
         if not quiet:
             for line in result.lines():
                 _say(line)
+
+
+@app.command("split")
+def split_command(
+    root: Annotated[Path, typer.Argument(help="RadImageNet copy (folder holding radiology_ai/).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write (a .json report is written beside it).")],
+    stratify: Annotated[
+        bool, typer.Option("--stratify/--no-stratify", help="Stratified benchmark (default) or a plain random draw.")
+    ] = True,
+    benchmark_images: Annotated[
+        Optional[int], typer.Option(help="Benchmark size (default 1000, shrunk with a warning on small copies).")
+    ] = None,
+    normal_fraction: Annotated[
+        Optional[float], typer.Option(help="Share of normal images per region, at most 0.25 (default: by pool size).")
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default from config: 0).")] = None,
+    config: ConfigOpt = None,
+    taxonomy: TaxonomyOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing split file.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Assign every CT/MRI image to train, val, benchmark or test_pool and write the table."""
+    from dataclasses import replace
+
+    from .config import benchmark_settings
+    from .split import split_copy, write_splits
+
+    with _errors():
+        settings = _load_config(config, seed=seed, benchmark_images=benchmark_images, normal_fraction=normal_fraction)
+        if out.exists() and not overwrite:
+            raise RadVQAError(f"{out}: exists; pass --overwrite to replace it")
+        tax = load_taxonomy(taxonomy)
+        bench = replace(benchmark_settings(settings), stratify=stratify)
+        table, splits, report, warnings = split_copy(root, tax, settings.split_ratios, bench)
+        write_splits(out, table, splits, tax, report)
+        for warning in warnings + report.warnings:
+            _say(f"warning: {warning}")
+        if not quiet:
+            for line in report.lines():
+                _say(line)
+            _say(f"wrote {out}")
 
 
 @app.command("make-sample")
