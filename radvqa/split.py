@@ -102,15 +102,18 @@ def allocate(total: int, weights: np.ndarray, lower: np.ndarray, upper: np.ndarr
     upper = np.asarray(upper, dtype=np.int64)
     if lower.sum() > total or upper.sum() < total or (lower > upper).any():
         raise ValueError("allocation bounds cannot meet the total")
+    if len(weights) == 1 or lower.sum() == total or upper.sum() == total:
+        return lower if lower.sum() == total else upper if upper.sum() == total else np.array([total])
     positive = weights > 0
     low, high = 0.0, float(np.max(np.where(positive, upper / np.where(positive, weights, 1), 0.0))) + 1.0
-    for _ in range(80):
+    lower_f, upper_f = lower.astype(np.float64), upper.astype(np.float64)
+    for _ in range(60):
         mid = (low + high) / 2
-        if np.clip(mid * weights, lower, upper).sum() < total:
+        if np.minimum(np.maximum(mid * weights, lower_f), upper_f).sum() < total:
             low = mid
         else:
             high = mid
-    exact = np.clip(high * weights, lower, upper)
+    exact = np.minimum(np.maximum(high * weights, lower_f), upper_f)
     result = np.clip(np.floor(exact).astype(np.int64), lower, upper)
     remainder = exact - result
     while result.sum() < total:
