@@ -38,6 +38,14 @@ class SplitError(RadVQAError):
     """A split or benchmark request cannot be satisfied by the data."""
 
 
+class EvaluateError(RadVQAError):
+    """A benchmark, predictions or dataset file cannot be scored or audited."""
+
+
+class JudgeError(RadVQAError):
+    """The LLM judge endpoint failed, answered malformed data, or its config is wrong."""
+
+
 class MissingDependencyError(RadVQAError):
     """An optional back-end is not installed; the message names the extra to install."""
 

@@ -143,6 +143,16 @@ def load_taxonomy(path: Path | str | None = None) -> Taxonomy:
     return _build(doc.data, doc.source, doc.sha256)
 
 
+def taxonomy_from_data(data: dict[str, Any], source: str) -> Taxonomy:
+    """Build a taxonomy from an already parsed mapping (e.g. the copy kept in a manifest)."""
+    import hashlib
+
+    import yaml
+
+    digest = hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()
+    return _build(data, source, digest)
+
+
 def _as_str_list(value: Any, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: expected a list of names")
