@@ -102,6 +102,10 @@ def _records(files: list[Path]) -> Iterator[dict[str, Any]]:
             missing = [k for k in _KEEP if k not in record]
             if missing:
                 raise EvaluateError(f"{path}:{number}: missing field '{missing[0]}'")
+            if record["question_type"] == "multiple_choice" and (
+                record["answer"] not in LETTERS[: len(record["choices"])] or len(record["choices"]) < 2
+            ):
+                raise EvaluateError(f"{path}:{number}: multiple-choice answer must be a letter of one of its choices")
             yield record
 
 

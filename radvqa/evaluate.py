@@ -127,6 +127,7 @@ _MARKER = re.compile(
     r"(?:option\s+|letter\s+)?(?:\(([A-Da-d])\)|\[([A-Da-d])\]|([A-Da-d])(?=$|[.,:;)!]|\s))",
     re.I,
 )
+_HEDGE = re.compile(r"(?<![\w'])[(\[]?([A-D])[)\]]?\s*(?:,|or|and|/)\s*[(\[]?([A-D])[)\]]?(?![\w'])")
 _LOOSE = re.compile(r"(?:\(([A-D])\)|(?<![\w'])([A-D])(?=[.:)]|$))")
 
 
@@ -183,10 +184,13 @@ def parse_choice(text: str, choices: list[str], aliases: Callable[[str], frozens
     followed by a word is an article, not a letter); (5) exactly one option's text, or one of
     its taxonomy synonyms, is the answer or is mentioned in it ("The answer is knee"); (6)
     exactly one stand-alone capital letter followed by ".", ":", ")" or the end ("I pick C.").
+    A hedge between two letters ("B or C") picks nothing.
     """
     raw = _clean(text)
     if not raw:
         return None
+    if any(a != b for a, b in _HEDGE.findall(raw)):
+        return None  # "B or C": a hedge between letters picks nothing
     letter: str | None = None
     for pattern in (_BARE, _BOXED, _LEADING):
         match = pattern.search(raw)
@@ -471,8 +475,9 @@ class EvaluationReport:
             out.append("unparseable by slot: " + ", ".join(bad))
         if self.judge:
             out.append(
-                f"judge {self.judge['model']}: {self.judge['asked']} answers judged "
-                f"({self.judge['cached']} from cache), {self.judge['unclear']} unclear verdicts"
+                f"judge {self.judge['model']}: {self.judge['answers']} open answers judged "
+                f"({self.judge['asked']} distinct, {self.judge['cached']} from cache, "
+                f"{self.judge['requests']} requests), {self.judge['unclear']} unclear verdicts"
             )
         return out
 

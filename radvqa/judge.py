@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,7 @@ class Judge:
             (os.environ[v] for v in API_KEY_VARIABLES if os.environ.get(v)), None
         )
         self._lock = threading.Lock()
-        self.asked = self.cached = self.requests = self.unclear = 0
+        self.answers = self.asked = self.cached = self.requests = self.unclear = 0
 
     def cache_key(self, question: str, reference: str, prediction: str) -> str:
         """sha256 of (model, prompts, question, reference, prediction)."""
@@ -171,18 +172,24 @@ class Judge:
         return result
 
     def verdicts(self, items: list[tuple[str, str, str]], progress: ProgressBar | None = None) -> list[bool | None]:
-        """Verdicts for (question, reference, prediction) triples, in order."""
+        """Verdicts for (question, reference, prediction) triples, in order; each distinct triple asked once."""
         bar = progress or NullProgress()
+        counts = Counter(items)
+        unique = list(counts)
+        self.answers += len(items)
 
         def one(item: tuple[str, str, str]) -> bool | None:
             result = self.verdict(*item)
-            bar.update(1)
+            bar.update(counts[item])
             return result
 
-        if self.settings.workers <= 1 or len(items) <= 1:
-            return [one(item) for item in items]
-        with ThreadPoolExecutor(self.settings.workers) as pool:
-            return list(pool.map(one, items))
+        if self.settings.workers <= 1 or len(unique) <= 1:
+            found = [one(item) for item in unique]
+        else:
+            with ThreadPoolExecutor(self.settings.workers) as pool:
+                found = list(pool.map(one, unique))
+        table = dict(zip(unique, found))
+        return [table[item] for item in items]
 
     def stats(self) -> dict[str, Any]:
         """Counters for the evaluation report."""
@@ -190,6 +197,7 @@ class Judge:
             "url": self.url,
             "model": self.model,
             "prompt": self.settings.source,
+            "answers": self.answers,
             "asked": self.asked,
             "cached": self.cached,
             "requests": self.requests,
