@@ -55,7 +55,7 @@ DEFAULT_MAX_GAIN = 5.0
 DEFAULT_MAX_TRAIN = 50_000  # train questions per audit slot (a hash-chosen subset beyond that)
 _KEEP = ("id", "slot", "task", "question_type", "question", "choices", "answer", "region", "modality")
 _SLOT_GROUP = {slot: group for group, slots in AUDIT_SLOTS.items() for slot in slots}
-_OPTION_LINE = re.compile(r"\n[A-D][.)]\s.*$", re.S)
+_OPTION_LINE = re.compile(r"\n[A-D][.)]\s.*$", re.DOTALL)
 
 
 def is_available() -> bool:
@@ -207,7 +207,7 @@ def _prior(train: list[dict[str, Any]]) -> Predictor:
 
 def _fit_lr(features: Any, target: list[Any]) -> Any:
     sklearn = _sklearn()
-    model = sklearn.linear_model.LogisticRegression(C=1.0, max_iter=2000)
+    model = sklearn.linear_model.LogisticRegression(C=1.0, tol=1e-3, max_iter=500)
     with warnings.catch_warnings():
         # A non-converged fit is still a valid (weaker) text-only model; the library never warns.
         warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)
@@ -450,7 +450,7 @@ def _compare(
     correct: np.ndarray, baseline_correct: np.ndarray | None, baseline: float, max_gain: float, z: float
 ) -> ModelResult:
     n = len(correct)
-    accuracy = 100.0 * correct.mean() if n else 0.0
+    accuracy = 100.0 * float(correct.mean()) if n else 0.0
     gain = accuracy - baseline
     if baseline_correct is None:
         p0 = baseline / 100.0
@@ -460,7 +460,7 @@ def _compare(
         discordant = int((correct != baseline_correct).sum())
         se = 100.0 * math.sqrt(discordant) / n if n else 0.0
     score_z = gain / se if se > 0 else (math.inf if gain > 0 else 0.0)
-    return ModelResult(accuracy, gain, se, score_z, bool(gain > max_gain and score_z >= z))
+    return ModelResult(float(accuracy), float(gain), float(se), float(score_z), bool(gain > max_gain and score_z >= z))
 
 
 def audit_splits(

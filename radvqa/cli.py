@@ -169,7 +169,7 @@ def evaluate(
     allow_missing: Annotated[
         bool, typer.Option("--allow-missing", help="Score questions without a prediction as wrong instead of failing.")
     ] = False,
-    quiet: QuietOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar while the judge runs.")] = False,
 ) -> None:
     """Score a model's predictions on the benchmark: nine-column table, per region and modality."""
     from .evaluate import evaluate as run_evaluate
@@ -201,7 +201,10 @@ def audit(
     ] = 5.0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON here.")] = None,
     max_train: Annotated[
-        int, typer.Option("--max-train", help="Train questions per slot to fit on (a fixed hash-chosen subset beyond).")
+        int,
+        typer.Option(
+            "--max-train", min=1, help="Train questions per slot to fit on (a fixed hash-chosen subset beyond)."
+        ),
     ] = 50_000,
 ) -> None:
     """Text-only shortcut audit: exit 1 when a model without the image beats chance by > --max-gain."""

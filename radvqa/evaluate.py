@@ -46,7 +46,7 @@ BENCHMARK_GLOB = "benchmark/test-*.jsonl"
 
 # --- text normalisation -------------------------------------------------------------------
 
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _MARKUP = re.compile(r"[*_`#]+")
 _NON_WORD = re.compile(r"[^\w]+")
 # Lead-ins stripped from the start of open and closed answers (after normalisation).
@@ -125,7 +125,7 @@ _LEADING = re.compile(r"^(?:\(([A-Da-d])\)|\[([A-Da-d])\]|([A-Da-d])\s*[.:)\-])(
 _MARKER = re.compile(
     r"\b(?:answer|option|choice|choose|chose|select|selected|pick)\b(?:\s+is)?\s*[:\-]?\s*"
     r"(?:option\s+|letter\s+)?(?:\(([A-Da-d])\)|\[([A-Da-d])\]|([A-Da-d])(?=$|[.,:;)!]|\s))",
-    re.I,
+    re.IGNORECASE,
 )
 _HEDGE = re.compile(r"(?<![\w'])[(\[]?([A-D])[)\]]?\s*(?:,|or|and|/)\s*[(\[]?([A-D])[)\]]?(?![\w'])")
 _LOOSE = re.compile(r"(?:\(([A-D])\)|(?<![\w'])([A-D])(?=[.:)]|$))")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import string
 import threading
 import time
@@ -234,7 +233,7 @@ class Judge:
                 if exc.code in _RETRY_STATUS:
                     continue
                 raise JudgeError(f"judge {self.url}: {problem}")
-            except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+            except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
                 problem = str(getattr(exc, "reason", exc))
                 continue
             return _content(raw, self.url)

@@ -115,7 +115,7 @@ def test_parse_choice_gives_up_when_ambiguous(text: str, taxonomy: Taxonomy) -> 
 def test_parse_choice_prefers_the_longest_mention(taxonomy: Taxonomy) -> None:
     choices = ["soft tissue mass", "hematoma", "fracture", "no pathology seen"]
     key = answer_key(taxonomy)
-    aliases = lambda text: key.pathology_aliases("knee", text)  # noqa: E731
+    aliases = lambda text: key.pathology_aliases("knee", text)
     assert parse_choice("There is a soft tissue mass.", choices, aliases) == 0
     assert parse_choice("Unremarkable study.", choices, aliases) == 3  # synonym of "no pathology seen"
     assert parse_choice("The answer is none", choices, aliases) == 3

@@ -11,14 +11,13 @@ from typing import Any
 
 import orjson
 import pytest
+from test_evaluate import ensure_benchmark, read, write
 from typer.testing import CliRunner
 
 from radvqa.cli import app
 from radvqa.errors import JudgeError
 from radvqa.evaluate import benchmark_files, evaluate
 from radvqa.judge import Judge, JudgeSettings, chat_url, load_judge_settings, parse_verdict
-
-from test_evaluate import ensure_benchmark, read, write
 
 runner = CliRunner()
 
@@ -33,7 +32,7 @@ class FakeServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+            def do_POST(self) -> None:
                 body = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 if outer.fail_next > 0:
@@ -59,7 +58,7 @@ class FakeServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> FakeServer:
         self.thread.start()
