@@ -38,16 +38,16 @@ class SplitError(RadVQAError):
     """A split or benchmark request cannot be satisfied by the data."""
 
 
+class MissingDependencyError(RadVQAError):
+    """An optional back-end is not installed; the message names the extra to install."""
+
+
 class EvaluateError(RadVQAError):
     """A benchmark, predictions or dataset file cannot be scored or audited."""
 
 
 class JudgeError(RadVQAError):
     """The LLM judge endpoint failed, answered malformed data, or its config is wrong."""
-
-
-class MissingDependencyError(RadVQAError):
-    """An optional back-end is not installed; the message names the extra to install."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

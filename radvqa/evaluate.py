@@ -27,7 +27,7 @@ import orjson
 
 from .errors import EvaluateError
 from .progress import NullProgress, ProgressBar
-from .taxonomy import Taxonomy, load_taxonomy, taxonomy_from_data
+from .taxonomy import Taxonomy, load_taxonomy, taxonomy_from_dict
 
 SLOTS = (
     "anatomy_open",
@@ -336,9 +336,10 @@ def dataset_taxonomy(path: Path) -> Taxonomy:
                 manifest = orjson.loads(candidate.read_bytes())
             except (OSError, orjson.JSONDecodeError) as exc:
                 raise EvaluateError(f"{candidate}: cannot read manifest ({exc})")
-            data = (manifest.get("taxonomy") or {}).get("data") if isinstance(manifest, dict) else None
+            recorded = (manifest.get("taxonomy") or {}) if isinstance(manifest, dict) else {}
+            data = recorded.get("data") if isinstance(recorded, dict) else None
             if isinstance(data, dict):
-                return taxonomy_from_data(data, f"{candidate} (taxonomy)")
+                return taxonomy_from_dict(data, f"{candidate} (taxonomy)", str(recorded.get("sha256", "")))
     return load_taxonomy()
 
 

@@ -143,14 +143,11 @@ def load_taxonomy(path: Path | str | None = None) -> Taxonomy:
     return _build(doc.data, doc.source, doc.sha256)
 
 
-def taxonomy_from_data(data: dict[str, Any], source: str) -> Taxonomy:
-    """Build a taxonomy from an already parsed mapping (e.g. the copy kept in a manifest)."""
-    import hashlib
-
-    import yaml
-
-    digest = hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()
-    return _build(data, source, digest)
+def taxonomy_from_dict(data: dict[str, Any], source: str, sha256: str = "") -> Taxonomy:
+    """Validate a taxonomy already parsed from YAML (e.g. the copy recorded in a manifest)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a taxonomy mapping")
+    return _build(data, source, sha256)
 
 
 def _as_str_list(value: Any, where: str) -> list[str]:

@@ -300,3 +300,19 @@ def test_judge_options_go_together(dataset: Path, tmp_path: Path) -> None:
     pred = predictions_file(tmp_path, [])
     result = runner.invoke(app, ["evaluate", str(dataset), str(pred), "--judge", "http://127.0.0.1:1/v1"])
     assert result.exit_code == 2
+
+
+def test_the_datasets_own_taxonomy_gives_the_synonyms(dataset: Path, tmp_path: Path) -> None:
+    custom = tmp_path / "custom"
+    shutil.copytree(dataset, custom)
+    manifest = orjson.loads((custom / "manifest.json").read_bytes())
+    manifest["taxonomy"]["data"]["regions"]["chest"]["synonyms"].append("ribcage area")
+    (custom / "manifest.json").write_bytes(orjson.dumps(manifest))
+    rows = read(benchmark_files(custom)[0])
+    chest = [r for r in rows if r["slot"] == "anatomy_open" and r["region"] == "chest"]
+    assert chest
+    pred = predictions_file(tmp_path, [{"id": r["id"], "prediction": "Ribcage area."} for r in chest])
+    mine = evaluate(custom, pred, allow_missing=True)
+    assert mine.overall.slots["anatomy_open"].correct == len(chest)
+    default = evaluate(benchmark_files(dataset)[0], pred, allow_missing=True)
+    assert default.overall.slots["anatomy_open"].correct == 0
