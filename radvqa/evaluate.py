@@ -344,7 +344,7 @@ def dataset_taxonomy(path: Path) -> Taxonomy:
 
 
 def read_predictions(path: Path) -> dict[str, str | None]:
-    """id -> prediction text from a JSONL file of ``{"id": ..., "prediction": ...}`` objects."""
+    """id -> prediction text from a JSONL file of ``{"id": ..., "prediction": ...}`` objects (null = missing)."""
     predictions: dict[str, str | None] = {}
     for number, item in read_jsonl(path):
         ident = item.get("id")
