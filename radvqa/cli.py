@@ -190,6 +190,83 @@ def make_sample(
         _say(f"wrote a sample RadImageNet copy to {dest}")
 
 
+@app.command()
+def evaluate(
+    benchmark: Annotated[
+        Path, typer.Argument(help="Benchmark JSONL file, or a dataset folder (uses benchmark/test-*.jsonl).")
+    ],
+    predictions: Annotated[Path, typer.Argument(help='JSONL of {"id": ..., "prediction": "free model output"}.')],
+    judge: Annotated[
+        Optional[str],
+        typer.Option("--judge", help="OpenAI-compatible base URL (e.g. http://localhost:8000/v1) to judge open answers."),
+    ] = None,
+    judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="Model name sent to the judge.")] = None,
+    judge_config: Annotated[
+        Optional[Path], typer.Option("--judge-config", help="Judge prompt and retry settings (see configs/judge.yaml).")
+    ] = None,
+    judge_cache: Annotated[
+        Optional[Path], typer.Option("--judge-cache", help="Judge verdict cache folder (default ~/.cache/radvqa/judge).")
+    ] = None,
+    taxonomy: Annotated[
+        Optional[Path],
+        typer.Option("--taxonomy", help="Taxonomy for answer synonyms (default: the dataset's manifest, else built-in)."),
+    ] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON here.")] = None,
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="Score questions without a prediction as wrong instead of failing.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar while the judge runs.")] = False,
+) -> None:
+    """Score a model's predictions on the benchmark: nine-column table, per region and modality."""
+    from .evaluate import evaluate as run_evaluate
+    from .writers import write_json
+
+    with _errors():
+        if (judge is None) != (judge_model is None):
+            raise typer.BadParameter("--judge and --judge-model go together")
+        scorer = None
+        if judge is not None and judge_model is not None:
+            from .judge import Judge, load_judge_settings
+
+            scorer = Judge(judge, judge_model, load_judge_settings(judge_config), judge_cache)
+        tax = load_taxonomy(taxonomy) if taxonomy is not None else None
+        report = run_evaluate(
+            benchmark, predictions, taxonomy=tax, judge=scorer, allow_missing=allow_missing, progress=_progress(quiet)
+        )
+        for line in report.lines():
+            typer.echo(line)
+        if json_out is not None:
+            write_json(json_out, report.to_dict())
+
+
+@app.command()
+def audit(
+    out: Annotated[Path, typer.Argument(help="Dataset folder made by `radvqa generate`.")],
+    max_gain: Annotated[
+        float, typer.Option("--max-gain", help="Points a text-only model may beat the no-information baseline by.")
+    ] = 5.0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON here.")] = None,
+    max_train: Annotated[
+        int,
+        typer.Option(
+            "--max-train", min=1, help="Train questions per slot to fit on (a fixed hash-chosen subset beyond)."
+        ),
+    ] = 50_000,
+) -> None:
+    """Text-only shortcut audit: exit 1 when a model without the image beats chance by > --max-gain."""
+    from .audit import audit_dataset
+    from .writers import write_json
+
+    with _errors():
+        report = audit_dataset(out, max_gain=max_gain, max_train=max_train)
+        for line in report.lines():
+            typer.echo(line)
+        if json_out is not None:
+            write_json(json_out, report.to_dict())
+        if not report.passed:
+            raise typer.Exit(1)
+
+
 def run() -> None:
     """Console-script entry point."""
     app()
