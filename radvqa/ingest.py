@@ -134,6 +134,16 @@ def _digest(salt: str, purpose: bytes, data: str, size: int) -> bytes:
     return hashlib.blake2b(data.encode(), digest_size=size, key=key, person=purpose).digest()
 
 
+def series_tag(salt: str, series_uid: str) -> str:
+    """The first part of a series' output names: a keyed hash of its SeriesInstanceUID."""
+    return _digest(salt, b"radvqa-series", series_uid, 6).hex()
+
+
+def slice_tag(salt: str, sop_instance_uid: str, frame: int) -> str:
+    """The second part of a slice's output name: a keyed hash of its SOPInstanceUID and frame."""
+    return _digest(salt, b"radvqa-slice", f"{sop_instance_uid}\0{frame}", 4).hex()
+
+
 # --- labels --------------------------------------------------------------------------------
 
 
@@ -588,10 +598,9 @@ def plan_ingest(
         split = splits[patient_keys[info.uid]]
         per_split_patients[split].add(patient_keys[info.uid])
         params = _params(row, windows, options)
-        series_tag = _digest(options.salt, b"radvqa-series", info.uid, 6).hex()
+        prefix = f"{TOP_FOLDER}/{cls.folder}/{series_tag(options.salt, info.uid)}-"
         for ref in picked:
-            slice_tag = _digest(options.salt, b"radvqa-slice", f"{ref.sop}\0{ref.frame}", 4).hex()
-            out = f"{TOP_FOLDER}/{cls.folder}/{series_tag}-{slice_tag}.png"
+            out = f"{prefix}{slice_tag(options.salt, ref.sop, ref.frame)}.png"
             plan.slices[out] = PlannedSlice(out, split, cls.label)
             plan.files.setdefault(ref.rel, []).append((ref.frame, out))
             plan.params[ref.rel] = params
