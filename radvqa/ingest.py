@@ -232,6 +232,11 @@ def _resolve(taxonomy: Taxonomy, modality: str, anatomy: str, pathology: str, wh
             f"({', '.join(anatomies)}){did_you_mean(anatomy, anatomies)}"
         )
     names = [c.pathology for c in taxonomy.classes if c.modality == modality and c.anatomy == canonical]
+    folded = [n for n in names if n.lower() == pathology.lower()]
+    if len(folded) == 1:  # RadImageNet's own capitals (Nodule, Plantar_plate_tear) need not be typed
+        found = taxonomy.resolve(modality, canonical, folded[0])
+        assert found is not None
+        return found
     raise SourceError(
         f"{where}: unknown label {label}: no pathology '{pathology}' in {modality}/{canonical}"
         f"{did_you_mean(pathology, names)}"
