@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,15 @@ def bundled(name: str) -> Path:
     path = pydicom.data.get_testdata_file(name, download=False)
     assert path is not None, f"{name} is not bundled with pydicom"
     return Path(str(path))
+
+
+@lru_cache(maxsize=None)
+def _template_bytes(name: str) -> bytes:
+    return bundled(name).read_bytes()
+
+
+def _template(name: str) -> Dataset:
+    return pydicom.dcmread(io.BytesIO(_template_bytes(name)))
 
 
 def _identify(ds: Dataset, patient: str, series: str, study: str | None) -> None:
@@ -49,7 +60,7 @@ def ct_file(
     modality: str = "CT",
 ) -> Path:
     """A CT slice with the given Hounsfield values (stored = (HU - intercept) / slope)."""
-    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    ds = _template("CT_small.dcm")
     _identify(ds, patient, series, study)
     ds.Modality = modality
     stored = np.rint((np.asarray(hu, dtype=np.float64) - intercept) / slope).astype(np.int16)
@@ -74,7 +85,7 @@ def ct_multiframe(
     intercept: float = -1024.0,
 ) -> Path:
     """An enhanced-style multi-frame CT: per-frame positions, rescale in shared functional groups."""
-    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    ds = _template("CT_small.dcm")
     _identify(ds, patient, series, None)
     stored = np.rint(np.asarray(frames_hu, dtype=np.float64) - intercept).astype(np.int16)
     ds.set_pixel_data(stored, "MONOCHROME2", 16)
