@@ -238,7 +238,7 @@ def to_grey(frame: np.ndarray, view: Dataset, params: PixelParams) -> np.ndarray
     use_lut = frame.dtype.kind in "iu" and int(high) - int(low) < _MAX_LUT
     counts: np.ndarray | None = None
     if use_lut:
-        index = frame.astype(np.intp, copy=False) - int(low)
+        index = np.subtract(frame, low, dtype=np.int32)
         values = apply_modality_lut(np.arange(int(low), int(high) + 1, dtype=np.int64), view)
         if params.window is None:
             counts = np.bincount(index.ravel(), minlength=len(values))
