@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset

@@ -22,8 +22,8 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,17 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from .dicom import DICOM_WINDOW, BlankSlice, PixelParams, WindowTable, check_decoder, frame_item, frame_view, render_frame
-from .errors import ConfigError, OutputError, RadVQAError, SourceError, did_you_mean
+from .dicom import (
+    DICOM_WINDOW,
+    BlankSlice,
+    PixelParams,
+    WindowTable,
+    check_decoder,
+    frame_item,
+    frame_view,
+    render_frame,
+)
+from .errors import ConfigError, OutputError, SourceError, did_you_mean
 from .progress import NullProgress, ProgressBar
 from .source import CSV_NAMES, SPLITS, TOP_FOLDER, hash_split
 from .taxonomy import ImageClass, Taxonomy
@@ -324,12 +333,16 @@ class IngestReport:
         total = sum(self.slices.values())
         rate = (self.written / self.seconds) if self.seconds else 0.0
         out = [
-            f"input: {self.files} files, {self.images} DICOM images in {self.series} series "
-            f"({self.labelled_series} labelled)",
+            (
+                f"input: {self.files} files, {self.images} DICOM images in {self.series} series "
+                f"({self.labelled_series} labelled)"
+            ),
             f"slices: {total} (" + ", ".join(f"{s} {self.slices.get(s, 0)}" for s in SPLITS) + "), patients: "
             + ", ".join(f"{s} {self.patients.get(s, 0)}" for s in SPLITS),
-            f"wrote {self.written} PNGs, reused {self.reused} from an earlier run, removed {self.removed} stale, "
-            f"in {self.seconds:.1f} s ({rate:,.0f} slices/s)",
+            (
+                f"wrote {self.written} PNGs, reused {self.reused} from an earlier run, removed {self.removed} "
+                f"stale, in {self.seconds:.1f} s ({rate:,.0f} slices/s)"
+            ),
         ]
         for reason, n in sorted(self.skipped.items()):
             examples = ", ".join(self.examples.get(reason, []))
@@ -380,7 +393,7 @@ def read_header(path: Path, rel: str) -> tuple[str, list[FrameRef], dict[str, An
         ds = pydicom.dcmread(path, defer_size="2 KB", specific_tags=list(_HEADER_TAGS))
     except InvalidDicomError:
         return "not a DICOM file"
-    except Exception as exc:  # pydicom raises many types on damaged headers
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged headers
         return f"unreadable DICOM header ({type(exc).__name__})"
     if not any(tag in ds for tag in _PIXEL_TAGS):
         return "no image data (not an image object)"
@@ -480,7 +493,9 @@ def order_frames(info: SeriesInfo, report: IngestReport) -> list[FrameRef]:
     if info.orientations and all(f.position is not None for f in frames):
         o = np.asarray(info.orientations[0])
         normal = np.cross(o[:3], o[3:])
-        return sorted(frames, key=lambda f: (float(np.dot(f.position, normal)), f.instance or 0, f.rel, f.frame))
+        return sorted(
+            frames, key=lambda f: (float(np.dot(np.asarray(f.position), normal)), f.instance or 0, f.rel, f.frame)
+        )
     if all(f.instance is not None for f in frames):
         return sorted(frames, key=lambda f: (f.instance, f.frame, f.rel))
     report.notice("series without positions or instance numbers, ordered by file name", info.folder)
@@ -634,7 +649,7 @@ def plan_ingest(
             plan.slices[out] = PlannedSlice(out, split, cls.label)
             plan.files.setdefault(ref.rel, []).append((ref.frame, out))
             plan.params[ref.rel] = params
-    unused = sorted(set(r.line for r in labels.rows.values()) - used)
+    unused = sorted({r.line for r in labels.rows.values()} - used)
     if unused:
         report.warnings.append(f"{len(unused)} LABELS.csv rows match no series (e.g. line {unused[0]})")
     report.patients = {s: len(p) for s, p in per_split_patients.items()}
@@ -683,7 +698,7 @@ def convert_file(task: FileTask) -> FileResult:
             arrays = {frame: stack[frame] for frame, _ in task.frames}
         else:
             arrays = {frame: pixel_array(ds, index=frame) for frame, _ in task.frames}
-    except Exception as exc:  # any decode failure is this file's problem, not the run's
+    except Exception as exc:  # noqa: BLE001 - any decode failure is this file's problem, not the run's
         result.failed = [(out, f"cannot decode pixel data ({_short(exc)})") for _, out in task.frames]
         return result
     stage = Path(task.stage)
@@ -693,7 +708,7 @@ def convert_file(task: FileTask) -> FileResult:
         except BlankSlice as exc:
             result.failed.append((out, str(exc)))
             continue
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - odd pixel modules fail one slice, not the run
             result.failed.append((out, f"cannot convert ({_short(exc)})"))
             continue
         target = stage / out

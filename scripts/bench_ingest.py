@@ -27,9 +27,9 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from radvqa.dicom import load_windows  # noqa: E402
-from radvqa.ingest import IngestOptions, SliceSpec, ingest_dicom  # noqa: E402
-from radvqa.taxonomy import load_taxonomy  # noqa: E402
+from radvqa.dicom import load_windows
+from radvqa.ingest import IngestOptions, SliceSpec, ingest_dicom
+from radvqa.taxonomy import load_taxonomy
 
 SERIES_LENGTH = 50
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ def bundled(name: str) -> Path:
     return Path(str(path))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _template_bytes(name: str) -> bytes:
     return bundled(name).read_bytes()
 

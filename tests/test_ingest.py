@@ -8,7 +8,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dicom_helpers import PHI_DATE, PHI_NAME, copy_bundled, ct_file, ct_multiframe, quadrants, raw_copy, write_labels
+from dicom_helpers import (
+    PHI_DATE,
+    PHI_NAME,
+    copy_bundled,
+    ct_file,
+    ct_multiframe,
+    quadrants,
+    raw_copy,
+    write_labels,
+)
 from PIL import Image
 from pydicom.pixels.decoders.base import Decoder
 from typer.testing import CliRunner
