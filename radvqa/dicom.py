@@ -132,8 +132,7 @@ def check_decoder(transfer_syntax: str) -> str | None:
     if not decoder.is_available:
         raise MissingDependencyError(
             f"no decoder installed for transfer syntax '{uid.name}' ({uid}); "
-            f"install the DICOM decoders with: {EXTRA_HINT}",
-            hint=EXTRA_HINT,
+            f"install the DICOM decoders with: {EXTRA_HINT}"
         )
     return None
 

@@ -187,7 +187,7 @@ class Labels:
 def read_labels(path: Path, taxonomy: Taxonomy, windows: WindowTable) -> Labels:
     """Read and check LABELS.csv; an unknown label or window is an error naming the line."""
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise SourceError(f"{path}: cannot read CSV ({exc})")
     frame.columns = [str(c).strip().lower() for c in frame.columns]
@@ -447,8 +447,7 @@ def _read_headers(input_dir: str, rels: list[str]) -> list[tuple[str, Any]]:
     return [(rel, read_header(Path(input_dir) / rel, rel)) for rel in rels]
 
 
-def _headers(input_dir: Path, pool: ProcessPoolExecutor | None) -> Iterator[tuple[str, Any]]:
-    rels = list(walk_files(input_dir))
+def _headers(input_dir: Path, rels: list[str], pool: ProcessPoolExecutor | None) -> Iterator[tuple[str, Any]]:
     if pool is None:
         for rel in rels:
             yield rel, read_header(input_dir / rel, rel)
@@ -459,11 +458,15 @@ def _headers(input_dir: Path, pool: ProcessPoolExecutor | None) -> Iterator[tupl
 
 
 def scan(
-    input_dir: Path, report: IngestReport, bar: ProgressBar, pool: ProcessPoolExecutor | None = None
+    input_dir: Path,
+    files: list[str],
+    report: IngestReport,
+    bar: ProgressBar,
+    pool: ProcessPoolExecutor | None = None,
 ) -> dict[str, SeriesInfo]:
-    """Read every file's header (in ``pool`` when given) and group the images by SeriesInstanceUID."""
+    """Read the header of each file (in ``pool`` when given); group the images by SeriesInstanceUID."""
     series: dict[str, SeriesInfo] = {}
-    for rel, result in _headers(input_dir, pool):
+    for rel, result in _headers(input_dir, files, pool):
         report.files += 1
         bar.update(1)
         if isinstance(result, str):
@@ -605,9 +608,8 @@ def plan_ingest(
             continue
         used.add(row.line)
         cls = row.image_class
-        if info.modality != cls.modality:
-            what = f"DICOM modality {info.modality or 'missing'}"
-            report.skip(f"label modality differs from the files' ({what})", info.folder)
+        if info.modality and info.modality != cls.modality:
+            report.skip(f"label modality differs from the files' (DICOM modality {info.modality})", info.folder)
             continue
         problem = _geometry_problem(info)
         if problem:
@@ -865,7 +867,7 @@ def ingest_dicom(
     taxonomy: Taxonomy,
     windows: WindowTable,
     options: IngestOptions,
-    progress: Callable[[int | None, str], ProgressBar] | None = None,
+    progress: Callable[[int, str], ProgressBar] | None = None,
 ) -> IngestResult:
     """Turn the DICOM files under ``input_dir`` into a RadImageNet-shaped copy at ``root``."""
     started = time.perf_counter()
@@ -881,8 +883,9 @@ def ingest_dicom(
     make_bar = progress or (lambda total, desc: NullProgress())
     report = IngestReport()
     with worker_pool(options.workers) as pool:
-        with make_bar(None, "read headers") as bar:
-            series = scan(input_dir, report, bar, pool)
+        files = list(walk_files(input_dir))
+        with make_bar(len(files), "read headers") as bar:
+            series = scan(input_dir, files, report, bar, pool)
         plan = plan_ingest(series, labels, windows, options, report)
         if not resumed:
             prepare_output(root, options.overwrite, owned=OWNED)

@@ -248,18 +248,27 @@ def test_missing_decoder_stops_before_writing(
     with pytest.raises(MissingDependencyError, match=r"RLE Lossless.*pip install \"radvqa\[dicom\]\""):
         run(taxonomy, tmp_path / "in", tmp_path / "root", labels)
     assert not (tmp_path / "root").exists()
+    result = runner.invoke(
+        app, ["ingest-dicom", str(tmp_path / "in"), "-o", str(tmp_path / "root"), "--labels", str(labels), "--salt", "s"]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    [line] = result.output.strip().splitlines()
+    assert "'RLE Lossless'" in line and 'pip install "radvqa[dicom]"' in line
 
 
 def test_no_patient_data_in_names_csvs_state_or_messages(tmp_path: Path, taxonomy: Taxonomy) -> None:
     series = "1.2.826.0.1.3680043.10.1.20240102"
     ct_file(tmp_path / "in" / "s" / "1.dcm", quadrants((0, 40, 80, 120)), series=series, patient="PID-SECRET-42")
+    unlabelled = "1.2.826.0.1.3680043.10.1.20240103"
+    ct_file(tmp_path / "in" / "u" / "1.dcm", quadrants((0, 40, 80, 120)), series=unlabelled, patient="PID-SECRET-43")
     labels = write_labels(tmp_path / "l.csv", "series_uid,modality,anatomy,pathology", [f"{series},CT,abd,normal"])
-    result = runner.invoke(
-        app, ["ingest-dicom", str(tmp_path / "in"), "-o", str(tmp_path / "root"), "--labels", str(labels)],
-        env={"RADVQA_SALT": SALT},
-    )
+    args = ["ingest-dicom", str(tmp_path / "in"), "--labels", str(labels)]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "root")], env={"RADVQA_SALT": SALT})
     assert result.exit_code == 0, result.output
-    secrets = ("PID-SECRET-42", "Doe", "Jane", PHI_DATE, series)
+    assert "slices: 1 " in result.output and "unlabelled series" in result.output
+    quiet = runner.invoke(app, [*args, "-o", str(tmp_path / "quiet"), "--quiet"], env={"RADVQA_SALT": SALT})
+    assert quiet.exit_code == 0 and quiet.output == ""
+    secrets = ("PID-SECRET", "Doe", "Jane", PHI_DATE, series, unlabelled, "20240103")
     written = [p for p in (tmp_path / "root").rglob("*") if p.is_file()]
     assert len(written) == 5  # 1 PNG, 3 CSVs, state.json
     texts = [result.output] + [p.relative_to(tmp_path).as_posix() for p in written]
