@@ -185,14 +185,15 @@ def file_window(view: Dataset) -> Window | None:
     if "WindowCenter" not in view or "WindowWidth" not in view:
         return None
     center, width = view["WindowCenter"], view["WindowWidth"]
-    c = center.value[0] if center.VM > 1 else center.value
-    w = width.value[0] if width.VM > 1 else width.value
-    if c is None or w is None:
+    try:
+        c = float(center.value[0] if center.VM > 1 else center.value)
+        w = float(width.value[0] if width.VM > 1 else width.value)
+    except (TypeError, ValueError):  # empty or malformed: fall back to the table
         return None
     function = str(view.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-    if float(w) <= 0 or (function == "LINEAR" and float(w) < 1):
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID") or w <= 0 or (function == "LINEAR" and w < 1):
         return None
-    return Window(float(c), float(w), function)
+    return Window(c, w, function)
 
 
 # --- grey levels ---------------------------------------------------------------------------

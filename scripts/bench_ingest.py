@@ -71,16 +71,18 @@ def build(folder: Path, slices: int, seed: int = 0) -> Path:
     return labels
 
 
-def floor(input_dir: Path, out: Path) -> tuple[int, float]:
-    """The bare loop: dcmread + pixel_array + a plain 8-bit cast + PNG write of every slice."""
+def floor(input_dir: Path, out: Path, size: int | None = None) -> tuple[int, float]:
+    """The bare loop: dcmread + pixel_array + a plain 8-bit cast (+ resize) + PNG write of every slice."""
     out.mkdir()
     files = sorted(p for p in input_dir.rglob("*.dcm"))
     started = time.perf_counter()
     for i, path in enumerate(files):
         pixels = pydicom.dcmread(path).pixel_array
-        grey = (pixels >> 4).astype(np.uint8)
+        image = Image.fromarray((pixels >> 4).astype(np.uint8))
+        if size:
+            image = image.resize((size, size), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
-        Image.fromarray(grey).save(buffer, format="PNG", compress_level=1)
+        image.save(buffer, format="PNG", compress_level=1)
         (out / f"{i}.png").write_bytes(buffer.getvalue())
     return len(files), time.perf_counter() - started
 
@@ -100,6 +102,8 @@ def main() -> None:
         count, seconds = floor(folder / "input", folder / "floor")
         floor_rate = count / seconds
         print(f"floor (decode + PNG write, 1 process): {floor_rate:8.1f} slices/s  ({seconds:.2f} s)")
+        _, resized = floor(folder / "input", folder / "floor-resized", args.size)
+        print(f"floor + resize to {args.size} (1 process):    {count / resized:8.1f} slices/s  ({resized:.2f} s)")
         for workers in (int(w) for w in args.workers.split(",")):
             options = IngestOptions(salt="bench", size=args.size, slices=SliceSpec("all"), workers=workers)
             started = time.perf_counter()

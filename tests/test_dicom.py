@@ -90,6 +90,17 @@ def test_file_window_used_with_dicom_mode_else_table(tmp_path: Path) -> None:
     assert table[28, 4] == 255
 
 
+def test_malformed_file_window_falls_back_to_the_table(tmp_path: Path) -> None:
+    path = ct_file(tmp_path / "w.dcm", quadrants((-1000.0, 40.0, 500.0, 1000.0)))
+    ds = pydicom.dcmread(path)
+    ds.WindowCenter, ds.WindowWidth = "", 0
+    grey = to_grey(ds.pixel_array, frame_view(ds, 0), ct_params(use_file=True))
+    assert grey[4, 28] == 128  # abdomen table window
+    ds.WindowCenter, ds.WindowWidth = [300, 40], [1500, 400]  # several views: the first is used
+    grey = to_grey(ds.pixel_array, frame_view(ds, 0), ct_params(use_file=True))
+    assert grey[28, 4] == linear_grey(500, Window(300, 1500))
+
+
 def test_mr_percentile_scaling_spans_the_grey_range() -> None:
     ramp = np.arange(100 * 100, dtype=np.uint16).reshape(100, 100)
     view = Dataset()
