@@ -227,6 +227,19 @@ def test_unknown_label_is_an_error_naming_the_line(tmp_path: Path, taxonomy: Tax
             run(taxonomy, tmp_path / "in", tmp_path / "root", labels)
 
 
+def test_window_column_overrides_the_anatomy_window(tmp_path: Path, taxonomy: Taxonomy) -> None:
+    image = quadrants((-1000.0, 400.0, 40.0, 1000.0))
+    ct_file(tmp_path / "in" / "bone" / "1.dcm", image, series="1.2.3.401")
+    ct_file(tmp_path / "in" / "plain" / "1.dcm", image, series="1.2.3.402")
+    labels = write_labels(
+        tmp_path / "l.csv", "path,modality,anatomy,pathology,window", ["bone,CT,abd,normal,bone", "plain,CT,abd,ascites,"]
+    )
+    run(taxonomy, tmp_path / "in", tmp_path / "root", labels, size=32)
+    greys = {p.parts[-2]: np.asarray(Image.open(p)) for p in pngs(tmp_path / "root")}
+    assert greys["normal"][4, 28] == 128  # HU 400 is the centre of the bone window (400/1800)
+    assert greys["ascites"][4, 28] == 255 and greys["ascites"][28, 4] == 128  # abdomen window (40/400)
+
+
 def test_series_and_study_keys_and_mri_alias(tmp_path: Path, taxonomy: Taxonomy) -> None:
     copy_bundled("MR_small.dcm", tmp_path / "in" / "x" / "f.dcm", series="1.2.3.500")
     labels = write_labels(tmp_path / "l.csv", "series_uid,modality,anatomy,pathology", ["1.2.3.500,MRI,abd,normal"])
