@@ -252,7 +252,7 @@ def to_grey(frame: np.ndarray, view: Dataset, params: PixelParams) -> np.ndarray
     lut = np.clip(grey, 0, GREY_MAX).astype(np.uint8)
     if str(view.get("PhotometricInterpretation", "")) == "MONOCHROME1":
         lut = GREY_MAX - lut  # PS3.3 C.7.6.3.1.2: minimum value is white
-    image = lut[index] if use_lut else lut
+    image = np.take(lut, index) if use_lut else lut  # take: ~3x faster than fancy indexing here
     if image.min() == image.max():
         raise BlankSlice("blank slice (a single grey level after windowing)")
     return image
