@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import resource
 import sys
 import tempfile
 import time
@@ -87,6 +88,12 @@ def floor(input_dir: Path, out: Path, size: int | None = None) -> tuple[int, flo
     return len(files), time.perf_counter() - started
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children: fair figures on a busy machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=2000, help="slices to generate (default 2000)")
@@ -99,21 +106,34 @@ def main() -> None:
         started = time.perf_counter()
         labels = build(folder, args.slices)
         print(f"built {args.slices} slices (CT 512x512, MR 256x256) in {time.perf_counter() - started:.1f} s")
+        cpu_before = _cpu()
         count, seconds = floor(folder / "input", folder / "floor")
+        cpu = _cpu() - cpu_before
         floor_rate = count / seconds
-        print(f"floor (decode + PNG write, 1 process): {floor_rate:8.1f} slices/s  ({seconds:.2f} s)")
+        print(
+            f"floor (decode + PNG write, 1 process): {floor_rate:8.1f} slices/s  ({seconds:.2f} s; "
+            f"CPU {cpu / count * 1000:.1f} ms per slice)"
+        )
+        cpu_before = _cpu()
         _, resized = floor(folder / "input", folder / "floor-resized", args.size)
-        print(f"floor + resize to {args.size} (1 process):    {count / resized:8.1f} slices/s  ({resized:.2f} s)")
+        cpu = _cpu() - cpu_before
+        print(
+            f"floor + resize to {args.size} (1 process):    {count / resized:8.1f} slices/s  ({resized:.2f} s; "
+            f"CPU {cpu / count * 1000:.1f} ms per slice)"
+        )
         for workers in (int(w) for w in args.workers.split(",")):
             options = IngestOptions(salt="bench", size=args.size, slices=SliceSpec("all"), workers=workers)
+            cpu_before = _cpu()
             started = time.perf_counter()
             result = ingest_dicom(folder / "input", folder / f"root-{workers}", labels, taxonomy, windows, options)
             seconds = time.perf_counter() - started
+            cpu = _cpu() - cpu_before
             rate = result.report.written / seconds
             print(
                 f"ingest-dicom --workers {workers}:        {rate:8.1f} slices/s  ({seconds:.2f} s, "
                 f"{seconds * workers / count * 1000:.1f} ms per slice per worker, "
-                f"{floor_rate * workers / rate:.2f}x the floor per worker)"
+                f"{floor_rate * workers / rate:.2f}x the floor per worker; "
+                f"CPU {cpu:.2f} s = {cpu / count * 1000:.1f} ms per slice)"
             )
 
 
