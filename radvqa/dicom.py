@@ -156,11 +156,14 @@ def frame_item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
 
 
 def frame_view(ds: Dataset, frame: int) -> Dataset:
-    """A small dataset with the modality and VOI LUT attributes in force for one frame.
+    """A dataset with the modality and VOI LUT attributes in force for one frame.
 
-    Single-frame and legacy multi-frame files keep them at the top level; enhanced
-    multi-frame files (PS3.3 C.7.6.16.2.9 / C.7.6.16.2.10) keep them in functional groups.
+    Single-frame and legacy multi-frame files keep them at the top level (``ds`` itself is
+    returned); enhanced multi-frame files (PS3.3 C.7.6.16.2.9 / C.7.6.16.2.10) keep them in
+    functional groups, copied here into a small dataset.
     """
+    if "PerFrameFunctionalGroupsSequence" not in ds and "SharedFunctionalGroupsSequence" not in ds:
+        return ds  # everything is at the top level already (and copying it costs ~1 ms a slice)
     view = Dataset()
     for keyword in ("PhotometricInterpretation", "BitsStored", "PixelRepresentation"):
         if keyword in ds:
