@@ -71,6 +71,7 @@ class SplitReport:
     per_region: dict[str, int] = field(default_factory=dict)
     per_modality: dict[str, int] = field(default_factory=dict)
     normal_share: float = 0.0
+    duplicate_files: int = 0
     duplicates_excluded: int = 0
     blank_excluded: int = 0
     unreadable_excluded: int = 0
@@ -86,7 +87,8 @@ class SplitReport:
             "per modality: " + ", ".join(f"{k} {v}" for k, v in self.per_modality.items()),
             f"normal share: {self.normal_share:.1%}",
             f"excluded candidates: {self.duplicates_excluded} duplicated, {self.blank_excluded} blank, "
-            f"{self.unreadable_excluded} unreadable",
+            f"{self.unreadable_excluded} unreadable ({self.duplicate_files} files with a byte-identical twin "
+            "among the size-mates checked)",
             f"rule: {self.rule}",
         ]
 
@@ -128,22 +130,21 @@ def allocate(total: int, weights: np.ndarray, lower: np.ndarray, upper: np.ndarr
     return result
 
 
-@dataclass
 class _Checker:
     """Blank/unreadable/duplicate checks for candidates, cached; only size-mates are hashed."""
 
-    table: pd.DataFrame
-    data_root: Path
-    check_images: bool
-    by_size: dict[int, list[int]]
-    digests: dict[int, bytes] = field(default_factory=dict)
-    verdicts: dict[int, str] = field(default_factory=dict)
-
-    def digest(self, row: int) -> bytes:
-        if row not in self.digests:
-            path = self.data_root / self.table["image"].iat[row]
-            self.digests[row] = hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
-        return self.digests[row]
+    def __init__(self, table: pd.DataFrame, data_root: Path, check_images: bool) -> None:
+        self.paths = [data_root / image for image in table["image"].tolist()]
+        self.ids = table["image_id"].tolist()
+        self.splits = table["split"].tolist()
+        self.classes = table["class_index"].tolist()
+        self.sizes = table["size"].tolist()
+        self.check_images = check_images
+        self.by_size: dict[int, list[int]] = defaultdict(list)
+        for row, size in enumerate(self.sizes):
+            self.by_size[size].append(row)
+        self.twins_of: dict[int, list[int]] = {}  # row -> rows with identical bytes (hashed groups only)
+        self.verdicts: dict[int, str] = {}
 
     def verdict(self, row: int) -> str:
         """'' when the candidate may enter the benchmark, else the reason it may not."""
@@ -151,31 +152,41 @@ class _Checker:
             self.verdicts[row] = self._image_problem(row) or self._duplicate(row)
         return self.verdicts[row]
 
+    def duplicate_files(self) -> int:
+        """Files found to have a byte-identical twin among the size groups that were hashed."""
+        return sum(1 for twins in self.twins_of.values() if twins)
+
     def _image_problem(self, row: int) -> str:
         if not self.check_images:
             return ""
-        path = self.data_root / self.table["image"].iat[row]
         try:
-            with Image.open(path) as image:
+            with Image.open(self.paths[row]) as image:
                 extrema = image.getextrema()
         except (OSError, UnidentifiedImageError, ValueError):
             return "unreadable"
         bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
         return "blank" if all(low == high for low, high in bands) else ""
 
+    def _twins(self, row: int) -> list[int]:
+        if row not in self.twins_of:
+            members = self.by_size[self.sizes[row]]
+            groups: dict[bytes, list[int]] = defaultdict(list)
+            for member in members if len(members) > 1 else []:
+                digest = hashlib.blake2b(self.paths[member].read_bytes(), digest_size=16).digest()
+                groups[digest].append(member)
+            for group in groups.values():
+                for member in group:
+                    self.twins_of[member] = [m for m in group if m != member]
+            self.twins_of.setdefault(row, [])
+        return self.twins_of[row]
+
     def _duplicate(self, row: int) -> str:
-        mates = [m for m in self.by_size.get(int(self.table["size"].iat[row]), []) if m != row]
-        if not mates:
-            return ""
-        mine = self.digest(row)
-        twins = [m for m in mates if self.digest(m) == mine]
-        splits, classes, ids = self.table["split"], self.table["class_index"], self.table["image_id"]
+        twins = self._twins(row)
         for twin in twins:
-            if splits.iat[twin] != "test" or classes.iat[twin] != classes.iat[row]:
-                return f"duplicate of {ids.iat[twin]}"
-        if twins and min(ids.iat[t] for t in twins) < ids.iat[row]:
-            return f"duplicate of {min(ids.iat[t] for t in twins)}"
-        return ""
+            if self.splits[twin] != "test" or self.classes[twin] != self.classes[row]:
+                return f"duplicate of {self.ids[twin]}"
+        first = min((self.ids[t] for t in twins), default=self.ids[row])
+        return f"duplicate of {first}" if first < self.ids[row] else ""
 
 
 def _allocate_with_caps(
@@ -259,10 +270,7 @@ def select_benchmark(
     classes = table["class_index"].to_numpy()
     order = np.argsort(streams.image_keys(table["key"].to_numpy()[test_rows], settings.seed, _PURPOSE), kind="stable")
     ranked = test_rows[order]
-    by_size: dict[int, list[int]] = defaultdict(list)
-    for row, size in enumerate(table["size"].tolist()):
-        by_size[size].append(row)
-    checker = _Checker(table, data_root, settings.check_images, by_size)
+    checker = _Checker(table, data_root, settings.check_images)
     excluded: set[int] = set()
     for _ in range(_MAX_ROUNDS):
         eligible = [row for row in ranked if row not in excluded]
@@ -358,8 +366,8 @@ def _fill_report(
     report.duplicates_excluded = sum(v.startswith("duplicate") for v in reasons)
     report.blank_excluded = reasons.count("blank")
     report.unreadable_excluded = reasons.count("unreadable")
-    ids = table["image_id"]
-    report.examples = [f"{ids.iat[r]}: {v}" for r, v in sorted(checker.verdicts.items()) if v][:5]
+    report.duplicate_files = checker.duplicate_files()
+    report.examples = [f"{checker.ids[r]}: {v}" for r, v in sorted(checker.verdicts.items()) if v][:5]
 
 
 def stratum_labels(table: pd.DataFrame, taxonomy: Taxonomy) -> list[str]:

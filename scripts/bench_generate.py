@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import os
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from radvqa.sample import placeholder_png, write_copy
 from radvqa.taxonomy import load_taxonomy
 
 COUNTS = Path(__file__).with_name("radimagenet_counts.csv")
+PLACEHOLDER_SIZE = len(placeholder_png(0))
 
 
 def class_counts(scale: float) -> dict[int, int]:
@@ -37,6 +39,18 @@ def class_counts(scale: float) -> dict[int, int]:
         assert cls is not None, row
         counts[cls.index] = max(3, round(int(row["count"]) * scale))
     return counts
+
+
+def realistic_sizes(root: Path) -> None:
+    """Pad every image (sparse zeros, which PNG decoders ignore) to a size spread like real
+    224x224 PNGs (20-60 KB), so duplicate detection meets realistic size collisions."""
+    for folder, _, files in os.walk(root / "radiology_ai"):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as handle:
+                head = handle.read(PLACEHOLDER_SIZE)
+            size = 20_000 + int.from_bytes(hashlib.blake2b(head, digest_size=4).digest(), "little") % 40_000
+            os.truncate(path, size)
 
 
 def run(cmd: list[str]) -> tuple[float, float]:
@@ -64,6 +78,7 @@ def main() -> None:
             start = time.perf_counter()
             counts = class_counts(args.scale)
             write_copy(root, load_taxonomy(), counts, image_bytes=placeholder_png, quirks=False)
+            realistic_sizes(root)
             print(f"built copy: {sum(counts.values()):,} images in {time.perf_counter() - start:.1f} s")
         for workers in (int(w) for w in args.workers.split(",")):
             out = tmp / f"out-{workers}"
