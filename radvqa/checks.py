@@ -90,7 +90,7 @@ RULES: dict[str, str] = {
     "name_cue": "a name is right far more or less often than the slot's rate where it appears",
 }
 
-_FIELDS: dict[str, type | tuple[type, ...]] = {
+_FIELDS: dict[str, type] = {
     "split": str,
     "task": str,
     "slot": str,
@@ -106,6 +106,10 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "is_abnormal": bool,
     "template_id": str,
 }
+_DYNAMIC_FIELDS = ("question", "choices", "answer", "answer_text")
+_STATIC_FIELDS = tuple(name for name in _FIELDS if name not in _DYNAMIC_FIELDS)
+_MISSING = object()
+_STATIC_CACHE_LIMIT = 100_000
 IDENTITY_FIELDS = ("id", "image")
 SPLITS = ("train", "val", "test")
 MC_SLOTS = ("anatomy_mc", "pathology_mc")
@@ -126,6 +130,26 @@ _LINE_CACHE_LIMIT = 200_000
 
 Problem = tuple[str, str]
 StatKey = tuple[Any, ...]
+
+
+def _type_problem(rec: dict[str, Any], name: str) -> Problem | None:
+    if name not in rec:
+        return ("missing_field", name)
+    value, kind = rec[name], _FIELDS[name]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        return ("bad_type", f"{name}: expected {kind.__name__}, got {type(value).__name__}")
+    return None
+
+
+@dataclass(frozen=True)
+class _Static:
+    """Outcome of the rules on a record's static fields."""
+
+    split: str | None
+    slot: str | None
+    problems: tuple[Problem, ...]
+    fatal: bool
+    cls: ImageClass | None
 
 
 @dataclass(frozen=True)
@@ -176,6 +200,8 @@ class Checker:
         self.any_pathology_regex = _names_regex(n for names in self.closed_names.values() for n in names)
         self.raw_names = frozenset(taxonomy.raw_folder_names())
         self._lines: dict[str, Problem | None] = {}
+        self._statics: dict[tuple[Any, ...], _Static] = {}
+        self._choice_shape: str | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -215,82 +241,108 @@ class Checker:
 
     def check(self, rec: dict[str, Any]) -> Outcome:
         """Every per-record rule except id and image ones (those need the whole dataset)."""
-        problems: list[Problem] = []
-        stats: list[StatKey] = []
-        split, slot = rec.get("split"), rec.get("slot")
-        split = split if isinstance(split, str) else None
-        slot = slot if isinstance(slot, str) and slot in SLOT_TASK else None
-        if not self._schema(rec, problems):
+        static = self._static_of(rec)
+        split, slot, cls = static.split, static.slot, static.cls
+        problems = list(static.problems)
+        if static.fatal or not self._dynamic_schema(rec, slot, problems):  # type: ignore[arg-type]
             return Outcome(split, slot, tuple(problems), ())
         assert split is not None and slot is not None
         if self.full:
-            for name in ("question", "answer", "answer_text"):
-                problem = self.text_problem(rec[name])
-                if problem:
-                    problems.append(problem)
-                    break
-            else:
-                for choice in rec["choices"]:
-                    problem = self.text_problem(choice)
-                    if problem:
-                        problems.append(problem)
-                        break
-        cls = self.resolve(rec["modality"], rec["label"])
+            problem = self._texts_problem(rec, slot)
+            if problem:
+                problems.append(problem)
         if cls is None:
-            problems.append(("unknown_class", f"{rec['modality']} {rec['label']}"))
             return Outcome(split, slot, tuple(problems), ())
-        for name, truth in (("region", cls.region_name), ("pathology", cls.pathology_name), ("is_abnormal", cls.is_abnormal)):
-            if rec[name] != truth:
-                problems.append(("class_mismatch", f"{name} {rec[name]!r} but label {rec['label']} says {truth!r}"))
+        stats: list[StatKey] = []
         if slot in MC_SLOTS:
             self._multiple_choice(rec, cls, problems, stats)
         elif slot != "caption":
             self._single(rec, slot, cls, problems, stats)
         return Outcome(split, slot, tuple(problems), tuple(stats))
 
-    def _schema(self, rec: dict[str, Any], problems: list[Problem]) -> bool:
-        for name, kind in _FIELDS.items():
-            if name not in rec:
-                problems.append(("missing_field", name))
-                return False
-            if not isinstance(rec[name], kind) or (kind is str and isinstance(rec[name], bool)):
-                problems.append(("bad_type", f"{name}: expected {kind.__name__}, got {type(rec[name]).__name__}"))  # type: ignore[union-attr]
+    def _texts_problem(self, rec: dict[str, Any], slot: str) -> Problem | None:
+        texts = [rec["question"], *rec["choices"]]
+        if slot not in MC_SLOTS:  # a multiple-choice answer is a letter, its answer_text an option
+            texts += [rec["answer"], rec["answer_text"]]
+        for text in texts:
+            problem = self.text_problem(text)
+            if problem:
+                return problem
+        return None
+
+    def _static_of(self, rec: dict[str, Any]) -> _Static:
+        """Rules on the fields shared by all questions of a class and template (cached)."""
+        try:
+            key: tuple[Any, ...] | None = tuple(rec.get(name, _MISSING) for name in _STATIC_FIELDS)
+            static = self._statics.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable value (a list where a string belongs)
+            key, static = None, None
+        if static is None:
+            static = self._static(rec)
+            if key is not None and len(self._statics) < _STATIC_CACHE_LIMIT:
+                self._statics[key] = static
+        return static
+
+    def _static(self, rec: dict[str, Any]) -> _Static:
+        problems: list[Problem] = []
+        split, slot = rec.get("split"), rec.get("slot")
+        split = split if isinstance(split, str) else None
+        slot = slot if isinstance(slot, str) and slot in SLOT_TASK else None
+
+        def fail(rule: str, detail: str) -> _Static:
+            return _Static(split, slot, ((rule, detail),), True, None)
+
+        for name in _STATIC_FIELDS:
+            problem = _type_problem(rec, name)
+            if problem:
+                return fail(*problem)
+        if slot is None:
+            return fail("bad_value", f"slot {rec['slot']!r}")
+        checks = (
+            (rec["split"] in SPLITS, f"split {rec['split']!r}"),
+            (rec["task"] == SLOT_TASK[slot], f"task {rec['task']!r} for slot {slot}"),
+            (rec["question_type"] == SLOT_TYPE[slot], f"question_type {rec['question_type']!r} for slot {slot}"),
+            (rec["modality"] in self.modalities, f"modality {rec['modality']!r}"),
+        )
+        for ok, detail in checks:
+            if not ok:
+                return fail("bad_value", detail)
+        self._template(rec, slot, problems)
+        cls = self.resolve(rec["modality"], rec["label"])
+        if cls is None:
+            problems.append(("unknown_class", f"{rec['modality']} {rec['label']}"))
+        else:
+            for name, truth in (("region", cls.region_name), ("pathology", cls.pathology_name), ("is_abnormal", cls.is_abnormal)):
+                if rec[name] != truth:
+                    problems.append(("class_mismatch", f"{name} {rec[name]!r} but label {rec['label']} says {truth!r}"))
+        return _Static(split, slot, tuple(problems), False, cls)
+
+    def _dynamic_schema(self, rec: dict[str, Any], slot: str, problems: list[Problem]) -> bool:
+        """Rules on question, choices and answer fields; False when the record cannot be checked further."""
+        for name in _DYNAMIC_FIELDS:
+            problem = _type_problem(rec, name)
+            if problem:
+                problems.append(problem)
                 return False
         if not all(isinstance(c, str) for c in rec["choices"]):
             problems.append(("bad_type", "choices: expected a list of strings"))
             return False
-        slot = rec["slot"]
-        if slot not in SLOT_TASK:
-            problems.append(("bad_value", f"slot {slot!r}"))
-            return False
-        checks = (
-            ("split", rec["split"] in SPLITS, f"split {rec['split']!r}"),
-            ("task", rec["task"] == SLOT_TASK[slot], f"task {rec['task']!r} for slot {slot}"),
-            ("question_type", rec["question_type"] == SLOT_TYPE[slot], f"question_type {rec['question_type']!r} for slot {slot}"),
-            ("modality", rec["modality"] in self.modalities, f"modality {rec['modality']!r}"),
-        )
-        for _, ok, detail in checks:
-            if not ok:
-                problems.append(("bad_value", detail))
-                return False
         kind = SLOT_TYPE[slot]
         answer = rec["answer"]
         if kind == "multiple_choice":
             if answer not in LETTERS:
                 problems.append(("bad_value", f"answer {answer!r} is not a letter A-D"))
                 return False
+            return True
+        if rec["choices"]:
+            problems.append(("bad_value", f"choices given for a {kind} question"))
+        elif kind == "closed" and answer not in ("yes", "no"):
+            problems.append(("bad_value", f"answer {answer!r} is not yes/no"))
+        elif rec["answer_text"] != answer:
+            problems.append(("bad_value", "answer_text differs from answer"))
         else:
-            if rec["choices"]:
-                problems.append(("bad_value", f"choices given for a {kind} question"))
-                return False
-            if kind == "closed" and answer not in ("yes", "no"):
-                problems.append(("bad_value", f"answer {answer!r} is not yes/no"))
-                return False
-            if rec["answer_text"] != answer:
-                problems.append(("bad_value", "answer_text differs from answer"))
-                return False
-        self._template(rec, slot, problems)
-        return True
+            return True
+        return False
 
     def _template(self, rec: dict[str, Any], slot: str, problems: list[Problem]) -> None:
         template_id = rec["template_id"]
@@ -371,6 +423,18 @@ class Checker:
                 problems.append(("closed_no_conflict", f"'{name}' conflicts with '{cls.pathology_name}'"))
         stats.append(("cue", "pathology_closed", split, cls.region, asked, answer == "yes"))
 
+    def _options_in_question(self, question: str, choices: list[str]) -> bool:
+        """The question ends with the option lines; the first shape seen is tried first (fast)."""
+        shape = self._choice_shape
+        if shape is not None:
+            tail = _rendered(shape, choices)
+            if len(question) > len(tail) and question.endswith(tail):
+                return True
+        found = _choice_shape(question, choices)
+        if found is not None and shape is None:
+            self._choice_shape = found
+        return found is not None
+
     def _multiple_choice(self, rec: dict[str, Any], cls: ImageClass, problems: list[Problem], stats: list[StatKey]) -> None:
         choices: list[str] = rec["choices"]
         answer, answer_text, split, slot = rec["answer"], rec["answer_text"], rec["split"], rec["slot"]
@@ -384,7 +448,7 @@ class Checker:
             problems.append(("answer_not_in_options", f"'{answer_text}'"))
         elif choices[LETTERS.index(answer)] != answer_text:
             problems.append(("wrong_letter", f"{answer} is '{choices[LETTERS.index(answer)]}', '{answer_text}' is {LETTERS[choices.index(answer_text)]}"))
-        if not _options_in_question(rec["question"], choices):
+        if not self._options_in_question(rec["question"], choices):
             problems.append(("options_not_in_question", "question does not end with the option lines"))
         stats.append(("letter", split, slot, answer))
         if slot == "anatomy_mc":
@@ -424,22 +488,30 @@ class Checker:
             stats.append(("no_pathology", split, cls.region, normal_offered))
 
 
-def _options_in_question(question: str, choices: list[str]) -> bool:
-    """The last 4 lines hold the options in order, each line the same shape with its letter."""
+def _rendered(shape: str, choices: list[str]) -> str:
+    return "\n" + "\n".join(shape.replace("\x01", L).replace("\x00", c) for L, c in zip(LETTERS, choices))
+
+
+def _choice_shape(question: str, choices: list[str]) -> str | None:
+    """The shape of the last 4 lines ("\x01. \x00": letter, option) if they hold the options in order.
+
+    Each line must contain its option and its letter as a standalone token, and all four must
+    share one shape (the template's ``choice_line``); None otherwise.
+    """
     lines = question.split("\n")
     if len(lines) <= len(LETTERS):
-        return False
+        return None
     shapes = set()
     for letter, option, line in zip(LETTERS, choices, lines[-len(LETTERS) :]):
         at = line.rfind(option)
         if at < 0 or not option:
-            return False
+            return None
         rest = line[:at] + "\x00" + line[at + len(option) :]
         match = _LETTER[letter].search(rest)
         if match is None:
-            return False
+            return None
         shapes.add(rest[: match.start()] + "\x01" + rest[match.end() :])
-    return len(shapes) == 1
+    return shapes.pop() if len(shapes) == 1 else None
 
 
 # -- statistics ------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ CONFIG_SLOTS = {"alignment": ("caption",), "instruct": INSTRUCT_SLOTS, "benchmar
 SHARD_GLOBS = {"alignment": "*.jsonl", "instruct": "*.jsonl", "benchmark": "test-*.jsonl"}
 MAX_EXAMPLES = 20  # kept per rule and shard; the report keeps MAX_EXAMPLES per rule
 _CHUNK = 1 << 22
-_CACHE_LIMIT = 60_000
+_CACHE_LIMIT = 100_000
 _PREFIX = re.compile(rb'\{"id":"([^"\\]*)","image":"([^"\\]*)",(?="split":)')
 _ANY_ID = re.compile(rb'"id"\s*:\s*"([^"\\]*)"')
 _SLOT_BYTES = {slot: slot.encode() for slot in SLOTS}

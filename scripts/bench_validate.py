@@ -1,0 +1,86 @@
+"""Time `radvqa validate` against `radvqa generate` on a large synthetic RadImageNet-shaped copy.
+
+    python scripts/bench_validate.py --images 100000 [--workers 2] [--keep DIR]
+
+Writes a copy with placeholder image bytes (all 150 classes, sizes skewed like a real copy),
+generates the dataset, then validates it (with and without --root) and prints records/s
+and peak memory (ru_maxrss of this process; of the worker processes with --workers > 1).
+Run by hand; never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+from radvqa.config import load_config  # noqa: E402
+from radvqa.dataset import generate_dataset  # noqa: E402
+from radvqa.sample import write_copy  # noqa: E402
+from radvqa.taxonomy import load_taxonomy  # noqa: E402
+from radvqa.templates import load_templates  # noqa: E402
+from radvqa.validate import validate_dataset, validate_distractors  # noqa: E402
+
+
+def peak_mb(who: int) -> float:
+    """Peak resident memory in MB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=100_000, help="images in the synthetic copy")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes for generate and validate")
+    parser.add_argument("--shard-size", type=int, default=500_000, help="records per shard")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    args = parser.parse_args()
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="radvqa-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    taxonomy = load_taxonomy()
+    # Skewed class sizes (log-normal), like RadImageNet's, so distractor fitting is realistic.
+    weights = np.random.default_rng(0).lognormal(0.0, 1.0, len(taxonomy.classes))
+    counts = {c.index: max(3, int(args.images * w / weights.sum())) for c, w in zip(taxonomy.classes, weights)}
+    copy, out = work / "copy", work / "out"
+    try:
+        started = time.perf_counter()
+        if not copy.exists():
+            write_copy(copy, taxonomy, counts, image_bytes=lambda i: b"png", quirks=False)
+        print(f"copy: {sum(counts.values()):,} images in {time.perf_counter() - started:.1f} s")
+
+        config = load_config().with_overrides(workers=args.workers, shard_size=args.shard_size)
+        result = generate_dataset(copy, out, config, taxonomy, load_templates(), overwrite=True)
+        records = sum(n for splits in result.records.values() for n in splits.values())
+        generate_s = result.seconds
+        print(f"generate: {records:,} records in {generate_s:.1f} s ({records / generate_s:,.0f} records/s)")
+
+        for name, run in (
+            ("validate-distractors", lambda: validate_distractors(out, workers=args.workers)),
+            ("validate", lambda: validate_dataset(out, workers=args.workers)),
+            ("validate --root", lambda: validate_dataset(out, root=copy, workers=args.workers)),
+        ):
+            report = run()
+            rate = report.records / report.seconds
+            print(
+                f"{name}: {report.records:,} records in {report.seconds:.1f} s ({rate:,.0f} records/s, "
+                f"{report.seconds / generate_s:.2f}x generate time); "
+                f"violations {sum(report.counts['violation'].values())}, warnings {sum(report.counts['warning'].values())}"
+            )
+        print(f"peak memory: this process {peak_mb(resource.RUSAGE_SELF):,.0f} MB, "
+              f"largest worker {peak_mb(resource.RUSAGE_CHILDREN):,.0f} MB")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
