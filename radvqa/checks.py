@@ -152,9 +152,9 @@ class _Static:
     cls: ImageClass | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Outcome:
-    """What one record breaks and adds to the statistics."""
+    """What one record breaks and adds to the statistics (hashed by identity: counted per object)."""
 
     split: str | None
     slot: str | None
@@ -201,7 +201,7 @@ class Checker:
         self.raw_names = frozenset(taxonomy.raw_folder_names())
         self._lines: dict[str, Problem | None] = {}
         self._statics: dict[tuple[Any, ...], _Static] = {}
-        self._choice_shape: str | None = None
+        self._choice_shape: tuple[str, str, str, bool] | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -215,16 +215,16 @@ class Checker:
 
     def text_problem(self, text: str) -> Problem | None:
         """The first placeholder or raw folder name in ``text`` (cached per line)."""
-        for line in text.split("\n"):
-            if line in self._lines:
-                problem = self._lines[line]
-            else:
+        lines = self._lines
+        for line in text.split("\n") if "\n" in text else (text,):
+            problem = lines.get(line, _MISSING)
+            if problem is _MISSING:
                 problem = self._line_problem(line)
-                if len(self._lines) >= _LINE_CACHE_LIMIT:
-                    self._lines.clear()
-                self._lines[line] = problem
+                if len(lines) >= _LINE_CACHE_LIMIT:
+                    lines.clear()
+                lines[line] = problem  # type: ignore[assignment]
             if problem is not None:
-                return problem
+                return problem  # type: ignore[return-value]
         return None
 
     def _line_problem(self, line: str) -> Problem | None:
@@ -264,16 +264,22 @@ class Checker:
         texts = [rec["question"], *rec["choices"]]
         if slot not in MC_SLOTS:  # a multiple-choice answer is a letter, its answer_text an option
             texts += [rec["answer"], rec["answer_text"]]
+        text_problem = self.text_problem
         for text in texts:
-            problem = self.text_problem(text)
+            problem = text_problem(text)
             if problem:
                 return problem
         return None
 
     def _static_of(self, rec: dict[str, Any]) -> _Static:
         """Rules on the fields shared by all questions of a class and template (cached)."""
+        get = rec.get
         try:
-            key: tuple[Any, ...] | None = tuple(rec.get(name, _MISSING) for name in _STATIC_FIELDS)
+            key: tuple[Any, ...] | None = (
+                get("split", _MISSING), get("task", _MISSING), get("slot", _MISSING), get("question_type", _MISSING),
+                get("modality", _MISSING), get("region", _MISSING), get("pathology", _MISSING), get("label", _MISSING),
+                get("is_abnormal", _MISSING), type(get("is_abnormal")), get("template_id", _MISSING),
+            )  # fmt: skip  (the type: 1 == True would otherwise share True's entry)
             static = self._statics.get(key)  # type: ignore[arg-type]
         except TypeError:  # an unhashable value (a list where a string belongs)
             key, static = None, None
@@ -319,6 +325,15 @@ class Checker:
 
     def _dynamic_schema(self, rec: dict[str, Any], slot: str, problems: list[Problem]) -> bool:
         """Rules on question, choices and answer fields; False when the record cannot be checked further."""
+        if (
+            slot in MC_SLOTS
+            and type(rec.get("question")) is str
+            and type(rec.get("choices")) is list
+            and type(rec.get("answer_text")) is str
+            and rec.get("answer") in LETTERS
+            and all(type(c) is str for c in rec["choices"])
+        ):
+            return True  # the common case, without building messages
         for name in _DYNAMIC_FIELDS:
             problem = _type_problem(rec, name)
             if problem:
@@ -432,7 +447,7 @@ class Checker:
                 return True
         found = _choice_shape(question, choices)
         if found is not None and shape is None:
-            self._choice_shape = found
+            self._choice_shape = _split_shape(found)
         return found is not None
 
     def _multiple_choice(self, rec: dict[str, Any], cls: ImageClass, problems: list[Problem], stats: list[StatKey]) -> None:
@@ -488,8 +503,20 @@ class Checker:
             stats.append(("no_pathology", split, cls.region, normal_offered))
 
 
-def _rendered(shape: str, choices: list[str]) -> str:
-    return "\n" + "\n".join(shape.replace("\x01", L).replace("\x00", c) for L, c in zip(LETTERS, choices))
+def _rendered(shape: tuple[str, str, str, bool], choices: list[str]) -> str:
+    """The option lines a question must end with, from a learned shape (pre, mid, post, letter first)."""
+    pre, mid, post, letter_first = shape
+    if letter_first:
+        lines = [pre + L + mid + c + post for L, c in zip(LETTERS, choices)]
+    else:
+        lines = [pre + c + mid + L + post for L, c in zip(LETTERS, choices)]
+    return "\n" + "\n".join(lines)
+
+
+def _split_shape(shape: str) -> tuple[str, str, str, bool]:
+    letter, option = shape.index("\x01"), shape.index("\x00")
+    first, second = sorted((letter, option))
+    return shape[:first], shape[first + 1 : second], shape[second + 1 :], letter < option
 
 
 def _choice_shape(question: str, choices: list[str]) -> str | None:

@@ -43,7 +43,8 @@ _CHUNK = 1 << 22
 _CACHE_LIMIT = 100_000
 _PREFIX = re.compile(rb'\{"id":"([^"\\]*)","image":"([^"\\]*)",(?="split":)')
 _ANY_ID = re.compile(rb'"id"\s*:\s*"([^"\\]*)"')
-_SLOT_BYTES = {slot: slot.encode() for slot in SLOTS}
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+_HITS_LIMIT = 50_000
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ class _Scanner:
         allowed = set(CONFIG_SLOTS[shard.config])
         is_benchmark = shard.config == "benchmark"
         stats = result.stats
+        hits: dict[Outcome, int] = {}  # outcomes are hashed by identity: cached ones repeat
         last_image, image_ok = None, True
 
         def emit(rule: str, detail: str, sample: str | None, number: int) -> None:
@@ -267,7 +269,9 @@ class _Scanner:
                     image = None
             for rule, detail in outcome.problems:
                 emit(rule, detail, sample, number)
-            stats.update(outcome.stats)
+            hits[outcome] = hits.get(outcome, 0) + 1
+            if len(hits) > _HITS_LIMIT:
+                _fold(hits, stats)
             slot = outcome.slot
             if slot is not None and slot not in allowed:
                 emit("config_mismatch", f"slot {slot} in {shard.config}/", sample, number)
@@ -278,15 +282,11 @@ class _Scanner:
             if sample is not None:
                 key, _, suffix = sample.partition("-")
                 ids = result.ids.get(suffix)
-                if slot is None or suffix != slot or len(key) != 16 or ids is None or key != key.lower():
+                if slot is not None and suffix == slot and ids is not None and _HEX16.fullmatch(key):
+                    ids.append(int(key, 16))
+                else:
                     emit("bad_id", f"{sample!r}", sample, number)
                     result.loose_ids[sample] += 1
-                else:
-                    try:
-                        ids.append(int(key, 16))
-                    except ValueError:
-                        emit("bad_id", f"{sample!r}", sample, number)
-                        result.loose_ids[sample] += 1
             if image is None:
                 continue
             if root is not None:
@@ -298,6 +298,7 @@ class _Scanner:
                 result.images.add(image)
             elif image in leaks:
                 emit("benchmark_leak", image, sample, number)
+        _fold(hits, stats)
         result.sha256 = digest.hexdigest()
         return result
 
@@ -314,6 +315,14 @@ class _Scanner:
         if outcome.slot not in MC_SLOTS and len(self.cache) < _CACHE_LIMIT:
             self.cache[tail] = outcome
         return outcome
+
+
+def _fold(hits: dict[Outcome, int], stats: Counter[StatKey]) -> None:
+    """Add counted outcomes' statistics keys to ``stats`` and empty ``hits``."""
+    for outcome, n in hits.items():
+        for key in outcome.stats:
+            stats[key] += n
+    hits.clear()
 
 
 def _lines(path: Path, digest: Any, result: ShardResult) -> Iterator[bytes]:
