@@ -3,16 +3,19 @@
     python scripts/bench_validate.py --images 100000 [--workers 2] [--keep DIR]
 
 Writes a copy with placeholder image bytes (all 150 classes, sizes skewed like a real copy),
-generates the dataset, then validates it (with and without --root) and prints records/s
-and peak memory (ru_maxrss of this process; of the worker processes with --workers > 1).
+generates the dataset, then validates it (validate-distractors, validate, validate --root),
+each in a fresh process, and prints records/s and peak memory (ru_maxrss of that process,
+and of its largest worker with --workers > 1).
 Run by hand; never part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,13 +38,54 @@ def peak_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
+def own_peak_mb() -> float:
+    """Peak resident memory of this process image in MB.
+
+    Linux carries ru_maxrss across fork and exec, so a child started by a big parent would
+    report the parent's peak; VmHWM in /proc/self/status is reset by exec.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_mb(resource.RUSAGE_SELF)
+
+
+def check(out: Path, root: Path | None, workers: int, distractors_only: bool) -> int:
+    """Run one validation in this (fresh) process and print its figures as JSON."""
+    if distractors_only:
+        report = validate_distractors(out, workers=workers)
+    else:
+        report = validate_dataset(out, root=root, workers=workers)
+    print(
+        json.dumps(
+            {
+                "records": report.records,
+                "seconds": report.seconds,
+                "peak_mb": own_peak_mb(),
+                "worker_mb": peak_mb(resource.RUSAGE_CHILDREN),
+                "violations": sum(report.counts["violation"].values()),
+                "warnings": sum(report.counts["warning"].values()),
+            }
+        )
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", type=Path, help=argparse.SUPPRESS)  # internal: one validation run
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--distractors-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--images", type=int, default=100_000, help="images in the synthetic copy")
     parser.add_argument("--workers", type=int, default=1, help="worker processes for generate and validate")
     parser.add_argument("--shard-size", type=int, default=500_000, help="records per shard")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     args = parser.parse_args()
+    if args.check is not None:
+        return check(args.check, args.root, args.workers, args.distractors_only)
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="radvqa-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -62,20 +106,20 @@ def main() -> int:
         generate_s = result.seconds
         print(f"generate: {records:,} records in {generate_s:.1f} s ({records / generate_s:,.0f} records/s)")
 
-        for name, run in (
-            ("validate-distractors", lambda: validate_distractors(out, workers=args.workers)),
-            ("validate", lambda: validate_dataset(out, workers=args.workers)),
-            ("validate --root", lambda: validate_dataset(out, root=copy, workers=args.workers)),
+        for name, extra in (
+            ("validate-distractors", ["--distractors-only"]),
+            ("validate", []),
+            ("validate --root", ["--root", str(copy)]),
         ):
-            report = run()
-            rate = report.records / report.seconds
+            command = [sys.executable, __file__, "--check", str(out), "--workers", str(args.workers), *extra]
+            figures = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+            seconds = figures["seconds"]
             print(
-                f"{name}: {report.records:,} records in {report.seconds:.1f} s ({rate:,.0f} records/s, "
-                f"{report.seconds / generate_s:.2f}x generate time); "
-                f"violations {sum(report.counts['violation'].values())}, warnings {sum(report.counts['warning'].values())}"
+                f"{name}: {figures['records']:,} records in {seconds:.1f} s ({figures['records'] / seconds:,.0f} records/s, "
+                f"{seconds / generate_s:.2f}x generate time); peak memory {figures['peak_mb']:,.0f} MB"
+                f"{' (largest worker ' + format(figures['worker_mb'], ',.0f') + ' MB)' if args.workers > 1 else ''}; "
+                f"violations {figures['violations']}, warnings {figures['warnings']}"
             )
-        print(f"peak memory: this process {peak_mb(resource.RUSAGE_SELF):,.0f} MB, "
-              f"largest worker {peak_mb(resource.RUSAGE_CHILDREN):,.0f} MB")
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
