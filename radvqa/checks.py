@@ -276,10 +276,18 @@ class Checker:
         get = rec.get
         try:
             key: tuple[Any, ...] | None = (
-                get("split", _MISSING), get("task", _MISSING), get("slot", _MISSING), get("question_type", _MISSING),
-                get("modality", _MISSING), get("region", _MISSING), get("pathology", _MISSING), get("label", _MISSING),
-                get("is_abnormal", _MISSING), type(get("is_abnormal")), get("template_id", _MISSING),
-            )  # fmt: skip  (the type: 1 == True would otherwise share True's entry)
+                get("split", _MISSING),
+                get("task", _MISSING),
+                get("slot", _MISSING),
+                get("question_type", _MISSING),
+                get("modality", _MISSING),
+                get("region", _MISSING),
+                get("pathology", _MISSING),
+                get("label", _MISSING),
+                get("is_abnormal", _MISSING),
+                type(get("is_abnormal")),  # 1 == True: without the type, 1 would share True's entry
+                get("template_id", _MISSING),
+            )
             static = self._statics.get(key)  # type: ignore[arg-type]
         except TypeError:  # an unhashable value (a list where a string belongs)
             key, static = None, None
@@ -318,7 +326,11 @@ class Checker:
         if cls is None:
             problems.append(("unknown_class", f"{rec['modality']} {rec['label']}"))
         else:
-            for name, truth in (("region", cls.region_name), ("pathology", cls.pathology_name), ("is_abnormal", cls.is_abnormal)):
+            for name, truth in (
+                ("region", cls.region_name),
+                ("pathology", cls.pathology_name),
+                ("is_abnormal", cls.is_abnormal),
+            ):
                 if rec[name] != truth:
                     problems.append(("class_mismatch", f"{name} {rec[name]!r} but label {rec['label']} says {truth!r}"))
         return _Static(split, slot, tuple(problems), False, cls)
@@ -374,7 +386,9 @@ class Checker:
         elif rec["split"] != "test" and "benchmark" in variants:
             problems.append(("held_out_template", template_id))
 
-    def _single(self, rec: dict[str, Any], slot: str, cls: ImageClass, problems: list[Problem], stats: list[StatKey]) -> None:
+    def _single(
+        self, rec: dict[str, Any], slot: str, cls: ImageClass, problems: list[Problem], stats: list[StatKey]
+    ) -> None:
         answer, split = rec["answer"], rec["split"]
         if SLOT_TYPE[slot] == "closed":
             stats.append(("closed", split, slot, answer))
@@ -410,7 +424,13 @@ class Checker:
         stats.append(("cue", "anatomy_closed", split, "", asked, answer == "yes"))
 
     def _pathology_closed(
-        self, rec: dict[str, Any], answer: str, cls: ImageClass, split: str, problems: list[Problem], stats: list[StatKey]
+        self,
+        rec: dict[str, Any],
+        answer: str,
+        cls: ImageClass,
+        split: str,
+        problems: list[Problem],
+        stats: list[StatKey],
     ) -> None:
         question = rec["question"]
         if rec["template_id"].startswith("pathology_closed_normal."):
@@ -450,7 +470,9 @@ class Checker:
             self._choice_shape = _split_shape(found)
         return found is not None
 
-    def _multiple_choice(self, rec: dict[str, Any], cls: ImageClass, problems: list[Problem], stats: list[StatKey]) -> None:
+    def _multiple_choice(
+        self, rec: dict[str, Any], cls: ImageClass, problems: list[Problem], stats: list[StatKey]
+    ) -> None:
         choices: list[str] = rec["choices"]
         answer, answer_text, split, slot = rec["answer"], rec["answer_text"], rec["split"], rec["slot"]
         if len(choices) != len(LETTERS):
@@ -462,7 +484,12 @@ class Checker:
         if answer_text not in choices:
             problems.append(("answer_not_in_options", f"'{answer_text}'"))
         elif choices[LETTERS.index(answer)] != answer_text:
-            problems.append(("wrong_letter", f"{answer} is '{choices[LETTERS.index(answer)]}', '{answer_text}' is {LETTERS[choices.index(answer_text)]}"))
+            problems.append(
+                (
+                    "wrong_letter",
+                    f"{answer} is '{choices[LETTERS.index(answer)]}', '{answer_text}' is {LETTERS[choices.index(answer_text)]}",
+                )
+            )
         if not self._options_in_question(rec["question"], choices):
             problems.append(("options_not_in_question", "question does not end with the option lines"))
         stats.append(("letter", split, slot, answer))
@@ -603,7 +630,11 @@ def _letters(counts: Counter[StatKey], findings: list[RateFinding]) -> dict[str,
                 severity = judge(hits, total, 1 / len(LETTERS))
                 if severity:
                     findings.append(
-                        RateFinding("letter_balance", severity, f"{split} {slot}: {letter} is right in {hits / total:.1%} of {total}")
+                        RateFinding(
+                            "letter_balance",
+                            severity,
+                            f"{split} {slot}: {letter} is right in {hits / total:.1%} of {total}",
+                        )
                     )
     return table
 
@@ -620,7 +651,11 @@ def _closed(counts: Counter[StatKey], findings: list[RateFinding]) -> dict[str, 
             total = sum(v["yes"] + v["no"] for s, v in slots.items() if s.startswith(f"{task}_closed"))
             severity = judge(yes, total, 0.5)
             if severity:
-                findings.append(RateFinding("yes_no_balance", severity, f"{split} {task} closed: yes in {yes / total:.1%} of {total}"))
+                findings.append(
+                    RateFinding(
+                        "yes_no_balance", severity, f"{split} {task} closed: yes in {yes / total:.1%} of {total}"
+                    )
+                )
     return table
 
 
@@ -650,7 +685,9 @@ def _cue_table(counts: Counter[StatKey]) -> dict[tuple[str, str, str], dict[str,
     return table
 
 
-def _saturated(family: str, split: str, region: str, key: str, wrong: int, taxonomy: Taxonomy, truth: dict[Any, Any]) -> bool:
+def _saturated(
+    family: str, split: str, region: str, key: str, wrong: int, taxonomy: Taxonomy, truth: dict[Any, Any]
+) -> bool:
     """Offered on every image where it may be: a dominant name no sampler can match."""
     if family.startswith("anatomy"):
         per_region = {r: sum(v.values()) for (s, r), v in truth["anatomy"].items() if s == split}
@@ -682,14 +719,19 @@ def _no_pathology(
             severity = judge(hits, total, float(rate))
             if severity:
                 findings.append(
-                    RateFinding("no_pathology_rate", severity, f"{split}: offered on {hits / total:.1%} of {total} abnormal images, config {rate}")
+                    RateFinding(
+                        "no_pathology_rate",
+                        severity,
+                        f"{split}: offered on {hits / total:.1%} of {total} abnormal images, config {rate}",
+                    )
                 )
         for region, (k, n) in sorted(rows.items()):
             names = cues.get(("pathology_mc", split, region), {})
             right, seen = names.get(normal, [0, 0])
             limited = _saturated("pathology_mc", split, region, normal, seen - right, taxonomy, truth)
             others = [
-                v for key, v in names.items()
+                v
+                for key, v in names.items()
                 if key != normal and not _saturated("pathology_mc", split, region, key, v[1] - v[0], taxonomy, truth)
             ]
             comparison = sum(v[0] for v in others) / max(1, sum(v[1] for v in others)) if others else 0.25

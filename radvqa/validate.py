@@ -29,7 +29,17 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .checks import MC_SLOTS, RULES, SLOTS, VIOLATION, WARNING, Checker, Outcome, StatKey, evaluate
+from .checks import (
+    MC_SLOTS,
+    RULES,
+    SLOTS,
+    VIOLATION,
+    WARNING,
+    Checker,
+    Outcome,
+    StatKey,
+    evaluate,
+)
 from .config import MATCHED
 from .errors import ConfigError, DatasetError
 from .generate import INSTRUCT_SLOTS
@@ -124,7 +134,9 @@ class Report:
                     shown[finding.rule] += 1
                     out.append(finding.text())
         rate = self.records / self.seconds if self.seconds else 0.0
-        out.append(f"checked {self.records:,} records in {self.shards} shards in {self.seconds:.1f} s ({rate:,.0f} records/s)")
+        out.append(
+            f"checked {self.records:,} records in {self.shards} shards in {self.seconds:.1f} s ({rate:,.0f} records/s)"
+        )
         for severity in (VIOLATION, WARNING):
             counts = self.counts[severity]
             summary = ", ".join(f"{rule} {n}" for rule, n in sorted(counts.items()))
@@ -251,7 +263,12 @@ class _Scanner:
                     rec = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
                     found = _ANY_ID.search(line)
-                    emit("bad_json", f"{exc}" if line.strip() else "empty line", found.group(1).decode(errors="replace") if found else None, number)
+                    emit(
+                        "bad_json",
+                        f"{exc}" if line.strip() else "empty line",
+                        found.group(1).decode(errors="replace") if found else None,
+                        number,
+                    )
                     continue
                 if not isinstance(rec, dict):
                     emit("bad_json", "not a JSON object", None, number)
@@ -328,27 +345,20 @@ def _fold(hits: dict[Outcome, int], stats: Counter[StatKey]) -> None:
 def _lines(path: Path, digest: Any, result: ShardResult) -> Iterator[bytes]:
     """Lines of a shard (without newlines), hashing and counting bytes and records as they pass."""
     try:
-        handle = open(path, "rb")
+        with open(path, "rb") as handle:
+            rest = b""
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                result.bytes += len(chunk)
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                result.records += len(lines)
+                yield from lines
+            if rest:
+                result.records += 1
+                yield rest
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})")
-    with handle:
-        rest = b""
-        while True:
-            try:
-                chunk = handle.read(_CHUNK)
-            except OSError as exc:
-                raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})")
-            if not chunk:
-                break
-            digest.update(chunk)
-            result.bytes += len(chunk)
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
-            result.records += len(lines)
-            yield from lines
-        if rest:
-            result.records += 1
-            yield rest
 
 
 _WORKER: dict[str, _Scanner] = {}
@@ -362,7 +372,9 @@ def _scan_in_worker(shard: Shard) -> ShardResult:
     return _WORKER["scanner"].scan(shard)
 
 
-def _scan_all(shards: list[Shard], context: _Context, workers: int, bar: ProgressBar, sizes: dict[str, int]) -> list[ShardResult]:
+def _scan_all(
+    shards: list[Shard], context: _Context, workers: int, bar: ProgressBar, sizes: dict[str, int]
+) -> list[ShardResult]:
     if workers <= 1 or len(shards) <= 1:
         scanner = _Scanner(context)
         results = []
@@ -412,7 +424,9 @@ def _validate(
     if not shards:
         raise DatasetError(f"{out}: no shards under {', '.join(c + '/' for c in configs)}")
     listed = _listed_shards(dataset.manifest)
-    sizes = {path: int(entry.get("records", 0)) for path, entry in listed.items() if isinstance(entry.get("records"), int)}
+    sizes = {
+        path: int(entry.get("records", 0)) for path, entry in listed.items() if isinstance(entry.get("records"), int)
+    }
     report = Report(out=out, command="validate" if full else "validate-distractors", shards=len(shards))
     context = _Context(out, dataset.taxonomy, full, root, frozenset())
     bench = [s for s in shards if s.config == "benchmark"]
@@ -477,7 +491,9 @@ def _check_ids(results: list[ShardResult], report: Report) -> None:
             report.add(Finding("duplicate_id", VIOLATION, f"appears {n} times", sample), n - 1)
 
 
-def _check_manifest(manifest: dict[str, Any], listed: dict[str, dict[str, Any]], results: list[ShardResult], report: Report) -> None:
+def _check_manifest(
+    manifest: dict[str, Any], listed: dict[str, dict[str, Any]], results: list[ShardResult], report: Report
+) -> None:
     """Shard files against manifest.json: presence, sha256, record counts, records per config/split."""
     on_disk = {r.shard.path: r for r in results}
     for path, result in on_disk.items():
@@ -486,9 +502,20 @@ def _check_manifest(manifest: dict[str, Any], listed: dict[str, dict[str, Any]],
             report.add(Finding("unlisted_shard", VIOLATION, "not in manifest.json", file=path))
             continue
         if entry.get("sha256") != result.sha256:
-            report.add(Finding("shard_checksum", VIOLATION, f"sha256 {result.sha256[:12]}..., manifest {str(entry.get('sha256'))[:12]}...", file=path))
+            report.add(
+                Finding(
+                    "shard_checksum",
+                    VIOLATION,
+                    f"sha256 {result.sha256[:12]}..., manifest {str(entry.get('sha256'))[:12]}...",
+                    file=path,
+                )
+            )
         if entry.get("records") != result.records:
-            report.add(Finding("shard_records", VIOLATION, f"{result.records} records, manifest {entry.get('records')}", file=path))
+            report.add(
+                Finding(
+                    "shard_records", VIOLATION, f"{result.records} records, manifest {entry.get('records')}", file=path
+                )
+            )
     for path in listed:
         if path not in on_disk and path.split("/")[0] in CONFIG_SLOTS:
             report.add(Finding("missing_shard", VIOLATION, "listed in manifest.json, not on disk", file=path))
@@ -504,4 +531,10 @@ def _check_manifest(manifest: dict[str, Any], listed: dict[str, dict[str, Any]],
                     expected[(str(config), str(split))] = n if isinstance(n, int) else -1
     for key in sorted(set(counted) | set(expected)):
         if counted[key] != expected[key]:
-            report.add(Finding("records_mismatch", VIOLATION, f"{key[0]} {key[1]}: {counted[key]} records, manifest {expected[key]}"))
+            report.add(
+                Finding(
+                    "records_mismatch",
+                    VIOLATION,
+                    f"{key[0]} {key[1]}: {counted[key]} records, manifest {expected[key]}",
+                )
+            )

@@ -25,12 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from radvqa.config import load_config  # noqa: E402
-from radvqa.dataset import generate_dataset  # noqa: E402
-from radvqa.sample import write_copy  # noqa: E402
-from radvqa.taxonomy import load_taxonomy  # noqa: E402
-from radvqa.templates import load_templates  # noqa: E402
-from radvqa.validate import validate_dataset, validate_distractors  # noqa: E402
+from radvqa.config import load_config
+from radvqa.dataset import generate_dataset
+from radvqa.sample import write_copy
+from radvqa.taxonomy import load_taxonomy
+from radvqa.templates import load_templates
+from radvqa.validate import validate_dataset, validate_distractors
 
 
 def peak_mb(who: int) -> float:

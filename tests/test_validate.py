@@ -59,7 +59,9 @@ def reseal(out: Path) -> None:
     write_json(out / "manifest.json", manifest)
 
 
-def edit(out: Path, shard: str, pick: Callable[[dict[str, Any]], bool], change: Callable[[dict[str, Any]], None]) -> str:
+def edit(
+    out: Path, shard: str, pick: Callable[[dict[str, Any]], bool], change: Callable[[dict[str, Any]], None]
+) -> str:
     """Change the first record that ``pick`` accepts, re-seal the manifest, return its id."""
     records = read(out, shard)
     record = next(r for r in records if pick(r))
@@ -136,7 +138,9 @@ def out(base: Path, tmp_path: Path) -> Path:
     return target
 
 
-def generate(tmp_path: Path, copy: Path, config: Config, taxonomy: Taxonomy | None = None, templates: TemplateSet | None = None) -> Path:
+def generate(
+    tmp_path: Path, copy: Path, config: Config, taxonomy: Taxonomy | None = None, templates: TemplateSet | None = None
+) -> Path:
     out = tmp_path / "generated"
     generate_dataset(copy, out, config, taxonomy or load_taxonomy(), templates or load_templates())
     return out
@@ -173,7 +177,9 @@ def test_custom_templates_validate_clean(tmp_path: Path, sample_copy: Path, conf
     questions = folder / "questions.yaml"
     text = questions.read_text()
     text = text.replace('choice_line: "{letter}. {option}"', 'choice_line: "({letter}) {option}"')
-    text = text.replace("Is there evidence of {pathology_phrase}?", "In this {region} study, do you see {pathology_phrase}?")
+    text = text.replace(
+        "Is there evidence of {pathology_phrase}?", "In this {region} study, do you see {pathology_phrase}?"
+    )
     text = text.replace("Can you see the {region} in this image?", "Was the {region} scanned here?")
     questions.write_text(text)
     out = generate(tmp_path, sample_copy, config, templates=load_templates(folder))
@@ -184,7 +190,9 @@ def test_custom_templates_validate_clean(tmp_path: Path, sample_copy: Path, conf
 
 def test_recorded_taxonomy_is_the_one_checked(tmp_path: Path, sample_copy: Path, config: Config) -> None:
     custom = tmp_path / "taxonomy.yaml"
-    custom.write_text((REPO / "configs" / "taxonomy.yaml").read_text().replace("name: pulmonary nodule", "name: lung nodule"))
+    custom.write_text(
+        (REPO / "configs" / "taxonomy.yaml").read_text().replace("name: pulmonary nodule", "name: lung nodule")
+    )
     out = generate(tmp_path, sample_copy, config, taxonomy=load_taxonomy(custom))
     code, report = run("validate", out, tmp_path)
     assert code == 0, report["violations"]
@@ -243,7 +251,7 @@ def test_duplicated_option(out: Path, tmp_path: Path) -> None:
 
     sample = edit(out, VAL, is_slot("anatomy_mc"), duplicate)
     code, report = run("validate-distractors", out, tmp_path)
-    assert report["violations"] == {"duplicate_option": 1}
+    assert code == 1 and report["violations"] == {"duplicate_option": 1}
     assert examples(report, "duplicate_option")[0]["id"] == sample
 
 
@@ -262,7 +270,13 @@ def test_conflict_group_option(out: Path, tmp_path: Path) -> None:
     def offer_conflict(record: dict[str, Any]) -> None:
         replace_wrong(record, "bowel inflammation")
 
-    pick = lambda r: r["slot"] == "pathology_mc" and r["pathology"] == "bowel mass" and "bowel inflammation" not in r["choices"]  # noqa: E731
+    def pick(record: dict[str, Any]) -> bool:
+        return (
+            record["slot"] == "pathology_mc"
+            and record["pathology"] == "bowel mass"
+            and "bowel inflammation" not in record["choices"]
+        )
+
     sample = edit(out, TRAIN, pick, offer_conflict)
     code, report = run("validate-distractors", out, tmp_path)
     assert code == 1 and report["violations"] == {"conflict_option": 1}
@@ -278,7 +292,7 @@ def test_closed_no_naming_the_true_pathology(out: Path, tmp_path: Path) -> None:
     write(out, TRAIN, records)
     reseal(out)
     code, report = run("validate-distractors", out, tmp_path)
-    assert report["violations"] == {"closed_no_is_true": 1}
+    assert code == 1 and report["violations"] == {"closed_no_is_true": 1}
     assert examples(report, "closed_no_is_true")[0]["id"] == no["id"]
 
 
@@ -301,7 +315,7 @@ def test_raw_folder_name(out: Path, tmp_path: Path) -> None:
 
 def test_truncated_shard(out: Path, tmp_path: Path) -> None:
     data = (out / VAL).read_bytes()
-    last = data[: -1].rsplit(b"\n", 1)[1]
+    last = data[:-1].rsplit(b"\n", 1)[1]
     (out / VAL).write_bytes(data[: len(data) - len(last) // 2])
     code, report = run("validate", out, tmp_path)
     assert code == 1 and set(report["violations"]) == {"bad_json", "shard_checksum"}
@@ -334,7 +348,7 @@ def test_benchmark_image_copied_into_train(out: Path, tmp_path: Path) -> None:
 def test_missing_image(out: Path, sample_copy: Path, tmp_path: Path) -> None:
     sample = edit(out, CAPTIONS, lambda r: True, lambda r: r.update(image=r["image"].replace(".png", "-gone.png")))
     code, report = run("validate", out, tmp_path, "--root", str(sample_copy))
-    assert report["violations"] == {"missing_image": 1}
+    assert code == 1 and report["violations"] == {"missing_image": 1}
     assert examples(report, "missing_image")[0]["id"] == sample
 
 
@@ -356,7 +370,7 @@ def test_bad_fields_and_ids(out: Path, tmp_path: Path) -> None:
     write(out, VAL, records)
     reseal(out)
     code, report = run("validate", out, tmp_path)
-    assert report["violations"] == {"bad_type": 1, "missing_field": 1, "bad_id": 1}
+    assert code == 1 and report["violations"] == {"bad_type": 1, "missing_field": 1, "bad_id": 1}
 
 
 @pytest.mark.parametrize("damage", ["no folder", "no manifest", "bad manifest", "no shards"])
