@@ -247,18 +247,32 @@ class Checker:
         if static.fatal or not self._dynamic_schema(rec, slot, problems):  # type: ignore[arg-type]
             return Outcome(split, slot, tuple(problems), ())
         assert split is not None and slot is not None
+        stem = fast = None
+        if slot in MC_SLOTS and len(rec["choices"]) == len(LETTERS):
+            stem, fast = self._stem(rec["question"], rec["choices"])
         if self.full:
-            problem = self._texts_problem(rec, slot)
+            if fast:  # the option lines are the learned (checked) shape around the choices
+                problem = self.text_problem(stem) or self._first_problem(rec["choices"])  # type: ignore[arg-type]
+            else:
+                problem = self._texts_problem(rec, slot)
             if problem:
                 problems.append(problem)
         if cls is None:
             return Outcome(split, slot, tuple(problems), ())
         stats: list[StatKey] = []
         if slot in MC_SLOTS:
-            self._multiple_choice(rec, cls, problems, stats)
+            self._multiple_choice(rec, cls, problems, stats, stem is not None)
         elif slot != "caption":
             self._single(rec, slot, cls, problems, stats)
         return Outcome(split, slot, tuple(problems), tuple(stats))
+
+    def _first_problem(self, texts: list[str]) -> Problem | None:
+        text_problem = self.text_problem
+        for text in texts:
+            problem = text_problem(text)
+            if problem:
+                return problem
+        return None
 
     def _texts_problem(self, rec: dict[str, Any], slot: str) -> Problem | None:
         texts = [rec["question"], *rec["choices"]]
@@ -458,20 +472,25 @@ class Checker:
                 problems.append(("closed_no_conflict", f"'{name}' conflicts with '{cls.pathology_name}'"))
         stats.append(("cue", "pathology_closed", split, cls.region, asked, answer == "yes"))
 
-    def _options_in_question(self, question: str, choices: list[str]) -> bool:
-        """The question ends with the option lines; the first shape seen is tried first (fast)."""
+    def _stem(self, question: str, choices: list[str]) -> tuple[str | None, bool]:
+        """The question without its option lines (None if they are not there), and whether the
+        learned shape matched (fast); the first consistent shape seen is learned."""
         shape = self._choice_shape
         if shape is not None:
             tail = _rendered(shape, choices)
             if len(question) > len(tail) and question.endswith(tail):
-                return True
+                return question[: -len(tail)], True
         found = _choice_shape(question, choices)
-        if found is not None and shape is None:
-            self._choice_shape = _split_shape(found)
-        return found is not None
+        if found is None:
+            return None, False
+        if shape is None:
+            learned = _split_shape(found)
+            if self.text_problem(_rendered(learned, ["x"] * len(LETTERS))) is None:
+                self._choice_shape = learned
+        return question.rsplit("\n", len(LETTERS))[0], False
 
     def _multiple_choice(
-        self, rec: dict[str, Any], cls: ImageClass, problems: list[Problem], stats: list[StatKey]
+        self, rec: dict[str, Any], cls: ImageClass, problems: list[Problem], stats: list[StatKey], lines_ok: bool
     ) -> None:
         choices: list[str] = rec["choices"]
         answer, answer_text, split, slot = rec["answer"], rec["answer_text"], rec["split"], rec["slot"]
@@ -490,7 +509,7 @@ class Checker:
                     f"{answer} is '{choices[LETTERS.index(answer)]}', '{answer_text}' is {LETTERS[choices.index(answer_text)]}",
                 )
             )
-        if not self._options_in_question(rec["question"], choices):
+        if not lines_ok:
             problems.append(("options_not_in_question", "question does not end with the option lines"))
         stats.append(("letter", split, slot, answer))
         if slot == "anatomy_mc":

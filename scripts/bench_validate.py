@@ -53,8 +53,17 @@ def own_peak_mb() -> float:
     return peak_mb(resource.RUSAGE_SELF)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (less sensitive to a busy machine)."""
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+
+
 def check(out: Path, root: Path | None, workers: int, distractors_only: bool) -> int:
     """Run one validation in this (fresh) process and print its figures as JSON."""
+    cpu = cpu_seconds()
     if distractors_only:
         report = validate_distractors(out, workers=workers)
     else:
@@ -64,6 +73,7 @@ def check(out: Path, root: Path | None, workers: int, distractors_only: bool) ->
             {
                 "records": report.records,
                 "seconds": report.seconds,
+                "cpu": cpu_seconds() - cpu,
                 "peak_mb": own_peak_mb(),
                 "worker_mb": peak_mb(resource.RUSAGE_CHILDREN),
                 "violations": sum(report.counts["violation"].values()),
@@ -101,10 +111,14 @@ def main() -> int:
         print(f"copy: {sum(counts.values()):,} images in {time.perf_counter() - started:.1f} s")
 
         config = load_config().with_overrides(workers=args.workers, shard_size=args.shard_size)
+        cpu = cpu_seconds()
         result = generate_dataset(copy, out, config, taxonomy, load_templates(), overwrite=True)
         records = sum(n for splits in result.records.values() for n in splits.values())
-        generate_s = result.seconds
-        print(f"generate: {records:,} records in {generate_s:.1f} s ({records / generate_s:,.0f} records/s)")
+        generate_s, generate_cpu = result.seconds, cpu_seconds() - cpu
+        print(
+            f"generate: {records:,} records in {generate_s:.1f} s, {generate_cpu:.1f} s CPU "
+            f"({records / generate_s:,.0f} records/s)"
+        )
 
         for name, extra in (
             ("validate-distractors", ["--distractors-only"]),
@@ -115,8 +129,9 @@ def main() -> int:
             figures = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
             seconds = figures["seconds"]
             print(
-                f"{name}: {figures['records']:,} records in {seconds:.1f} s ({figures['records'] / seconds:,.0f} records/s, "
-                f"{seconds / generate_s:.2f}x generate time); peak memory {figures['peak_mb']:,.0f} MB"
+                f"{name}: {figures['records']:,} records in {seconds:.1f} s, {figures['cpu']:.1f} s CPU "
+                f"({figures['records'] / seconds:,.0f} records/s; {seconds / generate_s:.2f}x generate time, "
+                f"{figures['cpu'] / generate_cpu:.2f}x its CPU); peak memory {figures['peak_mb']:,.0f} MB"
                 f"{' (largest worker ' + format(figures['worker_mb'], ',.0f') + ' MB)' if args.workers > 1 else ''}; "
                 f"violations {figures['violations']}, warnings {figures['warnings']}"
             )
