@@ -244,7 +244,18 @@ class Checker:
         static = self._static_of(rec)
         split, slot, cls = static.split, static.slot, static.cls
         problems = list(static.problems)
-        if static.fatal or not self._dynamic_schema(rec, slot, problems):  # type: ignore[arg-type]
+        if static.fatal:
+            return Outcome(split, slot, tuple(problems), ())
+        choices = rec.get("choices")
+        common_mc = (  # the usual multiple-choice record, checked without building messages
+            slot in MC_SLOTS
+            and type(rec.get("question")) is str
+            and type(choices) is list
+            and type(rec.get("answer_text")) is str
+            and rec.get("answer") in LETTERS
+            and all(type(c) is str for c in choices)  # type: ignore[union-attr]
+        )
+        if not common_mc and not self._dynamic_schema(rec, slot, problems):  # type: ignore[arg-type]
             return Outcome(split, slot, tuple(problems), ())
         assert split is not None and slot is not None
         stem = fast = None
@@ -351,15 +362,6 @@ class Checker:
 
     def _dynamic_schema(self, rec: dict[str, Any], slot: str, problems: list[Problem]) -> bool:
         """Rules on question, choices and answer fields; False when the record cannot be checked further."""
-        if (
-            slot in MC_SLOTS
-            and type(rec.get("question")) is str
-            and type(rec.get("choices")) is list
-            and type(rec.get("answer_text")) is str
-            and rec.get("answer") in LETTERS
-            and all(type(c) is str for c in rec["choices"])
-        ):
-            return True  # the common case, without building messages
         for name in _DYNAMIC_FIELDS:
             problem = _type_problem(rec, name)
             if problem:
@@ -552,11 +554,10 @@ class Checker:
 def _rendered(shape: tuple[str, str, str, bool], choices: list[str]) -> str:
     """The option lines a question must end with, from a learned shape (pre, mid, post, letter first)."""
     pre, mid, post, letter_first = shape
+    a, b, c, d = choices  # one f-string: this runs for every multiple-choice question
     if letter_first:
-        lines = [pre + L + mid + c + post for L, c in zip(LETTERS, choices)]
-    else:
-        lines = [pre + c + mid + L + post for L, c in zip(LETTERS, choices)]
-    return "\n" + "\n".join(lines)
+        return f"\n{pre}A{mid}{a}{post}\n{pre}B{mid}{b}{post}\n{pre}C{mid}{c}{post}\n{pre}D{mid}{d}{post}"
+    return f"\n{pre}{a}{mid}A{post}\n{pre}{b}{mid}B{post}\n{pre}{c}{mid}C{post}\n{pre}{d}{mid}D{post}"
 
 
 def _split_shape(shape: str) -> tuple[str, str, str, bool]:

@@ -253,7 +253,9 @@ class _Scanner:
         root_b = os.fsencode(root) if root is not None else None
         last_b, fine_b = b"", False
         digest = hashlib.sha256()
-        for number, line in enumerate(_lines(context.out / shard.path, digest, result), 1):
+        number = 0
+        for line in _lines(context.out / shard.path, digest, result):
+            number += 1
             fast = _FAST.match(line)
             if fast is not None:
                 tail = line[fast.end() :]
