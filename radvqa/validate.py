@@ -194,8 +194,14 @@ def open_dataset(out: Path | str) -> Dataset:
             taxonomy = load_taxonomy()
     except ConfigError as exc:
         raise DatasetError(f"recorded taxonomy is invalid: {exc}")
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a hand-edited structure
+        raise DatasetError(f"{path}: recorded taxonomy is malformed ({type(exc).__name__}: {exc})")
     config = manifest.get("config")
     rate = config.get("no_pathology_option_rate", MATCHED) if isinstance(config, dict) else MATCHED
+    if rate != MATCHED and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1):
+        raise DatasetError(
+            f"{path}: config.no_pathology_option_rate must be '{MATCHED}' or a number in [0, 1], not {rate!r}"
+        )
     return Dataset(out=out, manifest=manifest, taxonomy=taxonomy, no_pathology_rate=rate)
 
 
