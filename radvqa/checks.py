@@ -202,6 +202,7 @@ class Checker:
         self._lines: dict[str, Problem | None] = {}
         self._statics: dict[tuple[Any, ...], _Static] = {}
         self._choice_shape: tuple[str, str, str, bool] | None = None
+        self._mc_tables: dict[tuple[str, str, int], _McTable] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -278,11 +279,13 @@ class Checker:
         return Outcome(split, slot, tuple(problems), tuple(stats))
 
     def _first_problem(self, texts: list[str]) -> Problem | None:
-        text_problem = self.text_problem
+        lines = self._lines
         for text in texts:
-            problem = text_problem(text)
+            problem = lines.get(text, _MISSING)  # single-line texts are cached whole
+            if problem is _MISSING:
+                problem = self.text_problem(text)
             if problem:
-                return problem
+                return problem  # type: ignore[return-value]
         return None
 
     def _texts_problem(self, rec: dict[str, Any], slot: str) -> Problem | None:
@@ -513,42 +516,74 @@ class Checker:
             )
         if not lines_ok:
             problems.append(("options_not_in_question", "question does not end with the option lines"))
-        stats.append(("letter", split, slot, answer))
-        if slot == "anatomy_mc":
-            truth = cls.region_name
-            if answer_text != truth:
-                problems.append(("wrong_answer", f"'{answer_text}', expected '{truth}'"))
-            for choice in choices:
-                key = self.region_key.get(choice)
-                if key is None:
-                    problems.append(("option_not_a_region", f"'{choice}'"))
-                else:
-                    stats.append(("cue", "anatomy_mc", split, "", key, choice == truth))
-            stats.append(("true", "anatomy", split, cls.region, ""))
-            return
-        truth = self.taxonomy.answer_text(cls.region, cls.pathology)
+        table = self._mc_tables.get((split, slot, cls.index)) or self._mc_table(split, slot, cls)
+        stats.append(table.letter[answer])
+        truth = table.truth
         if answer_text != truth:
             problems.append(("wrong_answer", f"'{answer_text}', expected '{truth}'"))
-        options = self.options[cls.region]
-        conflicts = self.taxonomy.regions[cls.region].conflicts_of(cls.pathology)
         normal_offered = False
         for choice in choices:
-            key = options.get(choice)
-            if key is not None:
-                stats.append(("cue", "pathology_mc", split, cls.region, key, choice == truth))
-            if choice == answer_text:
+            entry = table.entries.get(choice)
+            if entry is None:
+                if slot == "anatomy_mc":
+                    problems.append(("option_not_a_region", f"'{choice}'"))
+                elif choice != answer_text:
+                    problems.append(("option_not_in_region", f"'{choice}' is not a {cls.region_name} pathology"))
                 continue
-            if choice == truth:
-                problems.append(("own_pathology_option", f"'{choice}'"))
-            elif key is None:
-                problems.append(("option_not_in_region", f"'{choice}' is not a {cls.region_name} pathology"))
-            elif key in conflicts:
-                problems.append(("conflict_option", f"'{choice}' conflicts with '{truth}'"))
-            elif key == self.normal:
+            cue, kind = entry
+            stats.append(cue)
+            if kind is None or choice == answer_text:
+                continue
+            if kind == "normal":
                 normal_offered = True
-        stats.append(("true", "pathology", split, cls.region, cls.pathology))
-        if cls.is_abnormal and self.normal not in conflicts:
-            stats.append(("no_pathology", split, cls.region, normal_offered))
+            elif kind == "own_pathology_option":
+                problems.append((kind, f"'{choice}'"))
+            else:
+                problems.append((kind, f"'{choice}' conflicts with '{truth}'"))
+        stats.append(table.true)
+        if table.no_pathology is not None:
+            stats.append(table.no_pathology[normal_offered])
+
+    def _mc_table(self, split: str, slot: str, cls: ImageClass) -> _McTable:
+        """Per split, slot and class: every valid option's statistics key and wrong-option verdict."""
+        entries: dict[str, tuple[StatKey, str | None]] = {}
+        no_pathology = None
+        if slot == "anatomy_mc":
+            truth = cls.region_name
+            for name, key in self.region_key.items():
+                entries[name] = (("cue", slot, split, "", key, name == truth), None)
+            true: StatKey = ("true", "anatomy", split, cls.region, "")
+        else:
+            truth = self.taxonomy.answer_text(cls.region, cls.pathology)
+            conflicts = self.taxonomy.regions[cls.region].conflicts_of(cls.pathology)
+            for text, key in self.options[cls.region].items():
+                kind = (
+                    "own_pathology_option"
+                    if text == truth
+                    else "conflict_option"
+                    if key in conflicts
+                    else "normal"
+                    if key == self.normal
+                    else None
+                )
+                entries[text] = (("cue", slot, split, cls.region, key, text == truth), kind)
+            true = ("true", "pathology", split, cls.region, cls.pathology)
+            if cls.is_abnormal and self.normal not in conflicts:
+                no_pathology = (("no_pathology", split, cls.region, False), ("no_pathology", split, cls.region, True))
+        table = _McTable(truth, entries, {L: ("letter", split, slot, L) for L in LETTERS}, true, no_pathology)
+        self._mc_tables[(split, slot, cls.index)] = table
+        return table
+
+
+@dataclass(frozen=True)
+class _McTable:
+    """Precomputed multiple-choice verdicts for one split, slot and class."""
+
+    truth: str
+    entries: dict[str, tuple[StatKey, str | None]]
+    letter: dict[str, StatKey]
+    true: StatKey
+    no_pathology: tuple[StatKey, StatKey] | None
 
 
 def _rendered(shape: tuple[str, str, str, bool], choices: list[str]) -> str:
