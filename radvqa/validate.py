@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +261,7 @@ class _Scanner:
         last_b, fine_b = b"", False
         digest = hashlib.sha256()
         number = 0
-        for line in _lines(context.out / shard.path, digest, result):
+        for line in chain.from_iterable(_chunks(context.out / shard.path, digest, result)):
             number += 1
             fast = _FAST.match(line)
             if fast is not None:
@@ -273,7 +274,7 @@ class _Scanner:
                     and outcome.slot in allowed
                     and slot_of.get(fast.group(2)) == outcome.slot
                 ):
-                    image_b = fast.group(3)
+                    key_b, _, image_b = fast.groups()
                     if image_b != last_b:
                         last_b = image_b
                         fine_b = image_b not in leaks_b and (
@@ -284,7 +285,7 @@ class _Scanner:
                         if len(hits) > _HITS_LIMIT:
                             _fold(hits, stats)
                         if full:
-                            ids_of[outcome.slot].append(int(fast.group(1), 16))  # type: ignore[index]
+                            ids_of[outcome.slot].append(int(key_b, 16))  # type: ignore[index]
                         if is_benchmark:
                             result.images.add(image_b.decode())
                         continue
@@ -384,8 +385,8 @@ def _fold(hits: dict[Outcome, int], stats: Counter[StatKey]) -> None:
     hits.clear()
 
 
-def _lines(path: Path, digest: Any, result: ShardResult) -> Iterator[bytes]:
-    """Lines of a shard (without newlines), hashing and counting bytes and records as they pass."""
+def _chunks(path: Path, digest: Any, result: ShardResult) -> Iterator[list[bytes]]:
+    """Lines of a shard (without newlines) a chunk at a time, hashing and counting bytes and records."""
     try:
         with open(path, "rb") as handle:
             rest = b""
@@ -395,10 +396,10 @@ def _lines(path: Path, digest: Any, result: ShardResult) -> Iterator[bytes]:
                 lines = (rest + chunk).split(b"\n")
                 rest = lines.pop()
                 result.records += len(lines)
-                yield from lines
+                yield lines
             if rest:
                 result.records += 1
-                yield rest
+                yield [rest]
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})")
 
