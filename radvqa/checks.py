@@ -472,7 +472,7 @@ class Checker:
                 else:
                     elsewhere = _found(self.any_pathology_regex, question)
                     rule = "closed_name_not_in_region" if elsewhere else "closed_name_not_found"
-                    problems.append((rule, f"'{question}' names no {cls.region_name} pathology"))
+                    problems.append((rule, f"'{question}' names no pathology of the {cls.region_name}"))
                 return
             name = names.pop()
             asked = self.closed_names[cls.region][name]
@@ -537,7 +537,7 @@ class Checker:
                 if slot == "anatomy_mc":
                     problems.append(("option_not_a_region", f"'{choice}'"))
                 elif choice != answer_text:
-                    problems.append(("option_not_in_region", f"'{choice}' is not a {cls.region_name} pathology"))
+                    problems.append(("option_not_in_region", f"'{choice}' is not a pathology of the {cls.region_name}"))
                 continue
             cue, kind = entry
             stats.append(cue)
