@@ -2,7 +2,8 @@
 
     python scripts/bench_validate.py --images 100000 [--workers 2] [--keep DIR]
 
-Writes a copy with placeholder image bytes (all 150 classes, sizes skewed like a real copy),
+Writes a copy of tiny distinct PNGs (all 150 classes, sizes skewed like a real copy; the
+benchmark selection opens its candidates, so the bytes must be real, distinct images),
 generates the dataset, then validates it (validate-distractors, validate, validate --root),
 each in a fresh process, and prints records/s and peak memory (ru_maxrss of that process,
 and of its largest worker with --workers > 1).
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from radvqa.config import load_config
 from radvqa.dataset import generate_dataset
-from radvqa.sample import write_copy
+from radvqa.sample import png_bytes, write_copy
 from radvqa.taxonomy import load_taxonomy
 from radvqa.templates import load_templates
 from radvqa.validate import validate_dataset, validate_distractors
@@ -107,7 +108,7 @@ def main() -> int:
     try:
         started = time.perf_counter()
         if not copy.exists():
-            write_copy(copy, taxonomy, counts, image_bytes=lambda i: b"png", quirks=False)
+            write_copy(copy, taxonomy, counts, image_bytes=png_bytes, quirks=False)
         print(f"copy: {sum(counts.values()):,} images in {time.perf_counter() - started:.1f} s")
 
         config = load_config().with_overrides(workers=args.workers, shard_size=args.shard_size)
