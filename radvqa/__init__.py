@@ -11,6 +11,7 @@ from .sample import build_sample  # noqa: E402
 from .source import read_source  # noqa: E402
 from .taxonomy import Taxonomy, load_taxonomy  # noqa: E402
 from .templates import TemplateSet, load_templates  # noqa: E402
+from .validate import validate_dataset, validate_distractors  # noqa: E402
 
 __all__ = [
     "Config",
@@ -24,4 +25,6 @@ __all__ = [
     "load_taxonomy",
     "load_templates",
     "read_source",
+    "validate_dataset",
+    "validate_distractors",
 ]

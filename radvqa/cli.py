@@ -338,6 +338,75 @@ def ingest_dicom_command(
             for line in result.report.lines():
                 _say(line)
 
+# -- validate, validate-distractors ----------------------------------------------------------
+
+JsonReportOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the full report (counts, examples, rates) as JSON here.")]
+ValidateWorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Worker processes (shards are checked in parallel).")]
+ShowOpt = Annotated[int, typer.Option("--show", min=0, help="Example findings printed per rule.")]
+
+
+@contextmanager
+def _unreadable_exits_2() -> Iterator[None]:
+    """A dataset folder that cannot be read at all is exit 2 (nothing was checked), not 1."""
+    from .errors import DatasetError
+
+    try:
+        yield
+    except DatasetError as error:
+        if _State.debug:
+            raise
+        typer.secho(f"ERROR: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+
+
+def _finish_validation(report: object, json_report: Path | None, show: int, quiet: bool) -> None:
+    from .validate import Report
+    from .writers import write_json
+
+    assert isinstance(report, Report)
+    if json_report is not None:
+        write_json(json_report, report.to_dict())
+    lines = report.lines(per_rule=show)
+    for line in lines if not quiet else lines[-2:]:
+        typer.echo(line)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("validate-distractors")
+def validate_distractors_command(
+    out: Annotated[Path, typer.Argument(help="Dataset folder made by `radvqa generate`.")],
+    json_report: JsonReportOpt = None,
+    workers: ValidateWorkersOpt = 1,
+    show: ShowOpt = 5,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary lines.")] = False,
+) -> None:
+    """Check every multiple-choice and closed question: options, letters, names, balance, name cues."""
+    from .validate import validate_distractors
+
+    with _errors(), _unreadable_exits_2():
+        report = validate_distractors(out, workers=workers, progress=_progress(quiet))
+        _finish_validation(report, json_report, show, quiet)
+
+
+@app.command("validate")
+def validate_command(
+    out: Annotated[Path, typer.Argument(help="Dataset folder made by `radvqa generate`.")],
+    root: Annotated[
+        Optional[Path], typer.Option("--root", help="RadImageNet copy: check that every image exists under it.")
+    ] = None,
+    json_report: JsonReportOpt = None,
+    workers: ValidateWorkersOpt = 1,
+    show: ShowOpt = 5,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary lines.")] = False,
+) -> None:
+    """Check a whole dataset: fields, text, ids, images, shards vs manifest, benchmark leaks, distractors."""
+    from .validate import validate_dataset
+
+    with _errors(), _unreadable_exits_2():
+        report = validate_dataset(out, root=root, workers=workers, progress=_progress(quiet))
+        _finish_validation(report, json_report, show, quiet)
+
 
 def run() -> None:
     """Console-script entry point."""

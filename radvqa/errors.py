@@ -38,6 +38,13 @@ class SplitError(RadVQAError):
     """A split or benchmark request cannot be satisfied by the data."""
 
 
+class DatasetError(RadVQAError):
+    """A generated dataset folder cannot be read (no folder, no or malformed manifest.json...).
+
+    Validation commands exit 2 on it: nothing could be checked.
+    """
+
+
 class MissingDependencyError(RadVQAError):
     """An optional back-end is not installed; the message names the extra to install."""
 
