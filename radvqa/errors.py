@@ -38,6 +38,10 @@ class SplitError(RadVQAError):
     """A split or benchmark request cannot be satisfied by the data."""
 
 
+class DatasetError(RadVQAError):
+    """A generated dataset folder lacks its manifest or shards, or a record is malformed."""
+
+
 class MissingDependencyError(RadVQAError):
     """An optional back-end is not installed; the message names the extra to install."""
 
