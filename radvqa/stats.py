@@ -197,7 +197,7 @@ def _by(
     for name in sorted(grid):
         row = grid[name]
         rows.append([*name, *(row[s] for s in splits), sum(row.values())])
-    return _table(key, title, [*names, *splits, "total"], rows, len(names), "images, one per image and split")
+    return _table(key, title, [*names, *splits, "total"], rows, len(names), "each image counted once per split")
 
 
 def normal_table(counts: Counter[tuple[str, str, str, str, bool]], splits: list[str]) -> Table:
