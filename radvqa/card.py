@@ -30,6 +30,7 @@ from .stats import (
 from .writers import write_bytes_atomic
 
 STATS_FOLDER = "stats"
+_CHART_ORDER = {"regions": 0, "normal": 1, "balance": 2, "classes": 3}
 PAPER = "RadImageNet-VQA: A Large-Scale CT and MRI Dataset for Radiologic Visual Question Answering"
 CITATION = """```bibtex
 @inproceedings{butsanets2026radimagenetvqa,
@@ -276,6 +277,7 @@ def write_card(out: Path, manifest: dict[str, Any]) -> None:
     out = Path(out)
     parts = dataset_parts(out, manifest)
     stats = compute_stats(out, manifest, configs=("alignment", "benchmark"))
-    charts = sorted(p.relative_to(out).as_posix() for p in (out / STATS_FOLDER).glob("*.png"))
+    found = sorted((out / STATS_FOLDER).glob("*.png"), key=lambda p: (_CHART_ORDER.get(p.stem, 99), p.name))
+    charts = [p.relative_to(out).as_posix() for p in found]
     text = render_card(manifest, stats, jsonl_features(parts), parts, "jsonl", charts)
     write_bytes_atomic(out / "README.md", text.encode())

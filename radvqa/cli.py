@@ -150,12 +150,8 @@ def make_sample(
 @app.command("export")
 def export(
     out: Annotated[Path, typer.Argument(help="Dataset folder written by 'radvqa generate'.")],
-    format: Annotated[
-        str, typer.Option("--format", "-f", help="llava | sharegpt | hf-parquet | vlmevalkit.")
-    ] = "llava",
-    dest: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the export into.")] = Path(
-        "radvqa-export"
-    ),
+    format: Annotated[str, typer.Option("--format", "-f", help="llava | sharegpt | hf-parquet | vlmevalkit.")],
+    dest: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the export into.")],
     group: Annotated[
         str, typer.Option("--group", help="llava/sharegpt: one conversation per 'question' or per 'image'.")
     ] = "question",
