@@ -46,7 +46,7 @@ def write_charts(stats: DatasetStats, report_dir: Path) -> list[Path]:
         path = Path(report_dir) / f"{name}.png"
         tmp = temporary(path)
         try:
-            figure.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
+            figure.savefig(tmp, format="png", dpi=_DPI)
             tmp.replace(path)
         finally:
             plt.close(figure)
@@ -54,6 +54,17 @@ def write_charts(stats: DatasetStats, report_dir: Path) -> list[Path]:
                 tmp.unlink()
         written.append(path)
     return written
+
+
+def _fit(fig: Any, labels: list[str], fontsize: float, bottom_in: float = 0.6, top_in: float = 0.45, axes: int = 1) -> None:
+    """Margins from the longest tick label: cheaper than a layout engine measuring every text."""
+    width, height = fig.get_size_inches()
+    label_in = max((len(s) for s in labels), default=4) * fontsize * 0.55 / 72 + 0.25
+    left = min(0.6, label_in / width)
+    if axes == 1:
+        fig.subplots_adjust(left=left, right=0.94, bottom=bottom_in / height, top=1 - top_in / height)
+    else:  # two panels side by side, each with its own labels
+        fig.subplots_adjust(left=left, right=0.98, bottom=bottom_in / height, top=1 - top_in / height, wspace=2 * left + 0.1)
 
 
 def _grouped_barh(ax: Any, labels: list[str], series: dict[str, list[float]], fmt: str) -> None:
@@ -82,6 +93,7 @@ def _regions(plt: Any, stats: DatasetStats) -> Any:
     series = {s: [100.0 * per[s][r] / max(1, sum(per[s].values())) for r in regions] for s in splits}
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(regions) * max(1, len(splits)) / 2 + 1.5))
     _grouped_barh(ax, regions, series, "{:.1f}%")
+    _fit(fig, regions, 10)
     ax.set_xlabel("share of the split's images (%)")
     totals = ", ".join(f"{s} {sum(per[s].values()):,}" for s in splits)
     ax.set_title(f"Images per region ({totals} images)")
@@ -105,9 +117,12 @@ def _classes(plt: Any, stats: DatasetStats) -> Any:
     fig, ax = plt.subplots(figsize=(9, 0.17 * len(keys) + 1.5))
     ys = range(len(keys))
     values = [per[k] for k in keys]
-    bars = ax.barh(ys, values, color=[colours[k[0]] for k in keys], height=0.8)
-    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=2, fontsize=5)
-    ax.set_yticks(list(ys), [f"{k[1]} {k[0]}: {k[2]}" for k in keys], fontsize=6)
+    ax.barh(ys, values, color=[colours[k[0]] for k in keys], height=0.8)
+    ax.grid(axis="x", linestyle=":", linewidth=0.6)
+    ax.set_axisbelow(True)
+    names = [f"{k[1]} {k[0]}: {k[2]}" for k in keys]
+    ax.set_yticks(list(ys), names, fontsize=6)
+    _fit(fig, names, 6)
     ax.invert_yaxis()
     if max(values) > 20 * max(1, min(values)):  # heavy imbalance: a log axis keeps small classes visible
         ax.set_xscale("log")
@@ -139,6 +154,7 @@ def _normal(plt: Any, stats: DatasetStats) -> Any:
     }
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(regions) * max(1, len(splits)) / 2 + 1.5))
     _grouped_barh(ax, regions, series, "{:.0f}%")
+    _fit(fig, regions, 10)
     ax.set_xlim(0, 105)
     ax.set_xlabel("normal images (%)")
     ax.set_title("Normal share per region")
@@ -157,7 +173,7 @@ def _balance(plt: Any, stats: DatasetStats) -> Any:
     if not mc and not closed:
         return None
     rows = max(len(mc), len(closed), 1)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.35 * rows + 2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.35 * rows + 2.5))
     labels = [f"{c} {s}: {slot}" for c, s, slot in mc]
     start = [0.0] * len(mc)
     for letter, colour in zip(LETTERS, _LETTER_COLOURS):
@@ -194,6 +210,6 @@ def _balance(plt: Any, stats: DatasetStats) -> Any:
     right.legend(ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / rows), fontsize=8)
     for ax in (left, right):
         ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
+    _fit(fig, labels + [f"{c} {s}: {slot}" for c, s, slot in mc], 8, bottom_in=1.1, axes=2)
     return fig
 
