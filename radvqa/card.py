@@ -161,7 +161,10 @@ def _benchmark_section(manifest: dict[str, Any], stats: DatasetStats | None) -> 
     has_benchmark = info is not None or (stats is not None and any(c == "benchmark" for c, _ in stats.records))
     lines = ["## Benchmark", ""]
     if not has_benchmark:
-        return lines + ["This dataset has no benchmark config. The benchmark rule radvqa applies: " + _BENCHMARK_RULE, ""]
+        return lines + [
+            "This dataset has no benchmark config. The benchmark rule radvqa applies: " + _BENCHMARK_RULE,
+            "",
+        ]
     if isinstance(info, dict):
         rule = info.get("rule")
         lines += [str(rule) if rule else _BENCHMARK_RULE, ""]
@@ -245,7 +248,11 @@ def render_card(
             _by(counts, splits, "modalities", "Images per modality", ("modality",), lambda k: (k[1],)),
             normal_table(counts, splits),
             _by(
-                counts, splits, "pathologies", "Images per class", ("modality", "region", "pathology"),
+                counts,
+                splits,
+                "pathologies",
+                "Images per class",
+                ("modality", "region", "pathology"),
                 lambda k: (k[1], k[2], k[3]),
             ),
         ):

@@ -23,7 +23,9 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise MissingDependencyError("radvqa stats needs matplotlib for its charts", hint="pip install 'radvqa[stats]'") from None
+        raise MissingDependencyError(
+            "radvqa stats needs matplotlib for its charts", hint="pip install 'radvqa[stats]'"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -56,7 +58,9 @@ def write_charts(stats: DatasetStats, report_dir: Path) -> list[Path]:
     return written
 
 
-def _fit(fig: Any, labels: list[str], fontsize: float, bottom_in: float = 0.6, top_in: float = 0.45, axes: int = 1) -> None:
+def _fit(
+    fig: Any, labels: list[str], fontsize: float, bottom_in: float = 0.6, top_in: float = 0.45, axes: int = 1
+) -> None:
     """Margins from the longest tick label: cheaper than a layout engine measuring every text."""
     width, height = fig.get_size_inches()
     label_in = max((len(s) for s in labels), default=4) * fontsize * 0.55 / 72 + 0.25
@@ -64,7 +68,9 @@ def _fit(fig: Any, labels: list[str], fontsize: float, bottom_in: float = 0.6, t
     if axes == 1:
         fig.subplots_adjust(left=left, right=0.94, bottom=bottom_in / height, top=1 - top_in / height)
     else:  # two panels side by side, each with its own labels
-        fig.subplots_adjust(left=left, right=0.98, bottom=bottom_in / height, top=1 - top_in / height, wspace=2 * left + 0.1)
+        fig.subplots_adjust(
+            left=left, right=0.98, bottom=bottom_in / height, top=1 - top_in / height, wspace=2 * left + 0.1
+        )
 
 
 def _grouped_barh(ax: Any, labels: list[str], series: dict[str, list[float]], fmt: str) -> None:
@@ -212,4 +218,3 @@ def _balance(plt: Any, stats: DatasetStats) -> Any:
         ax.spines[["top", "right"]].set_visible(False)
     _fit(fig, labels + [f"{c} {s}: {slot}" for c, s, slot in mc], 8, bottom_in=1.1, axes=2)
     return fig
-

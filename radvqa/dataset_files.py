@@ -69,7 +69,9 @@ def dataset_parts(out: Path, manifest: dict[str, Any], configs: tuple[str, ...] 
             files = tuple(sorted(out.glob(f"{config}/{split}-*.jsonl")))
             expected = splits[config][split]
             if not files and expected:
-                raise DatasetError(f"{out / config}: no {split}-*.jsonl shards, but the manifest lists {expected} records")
+                raise DatasetError(
+                    f"{out / config}: no {split}-*.jsonl shards, but the manifest lists {expected} records"
+                )
             parts.append(Part(config, split, files, expected))
     return parts
 

@@ -77,12 +77,12 @@ class ImageReader:
 
     def read(self, record: Record, where: str) -> bytes:
         """The bytes of ``record['image']`` under the root; a missing file names the record."""
-        relative = record["image"]
+        relative: str = record["image"]
         if self._last is not None and self._last[0] == relative:
             return self._last[1]
         path = self.root / relative
         try:
-            data = path.read_bytes()
+            data: bytes = path.read_bytes()
         except OSError as error:
             raise SourceError(
                 f"{path}: cannot read the image of record {record.get('id', '?')} ({where}): {error.strerror}",
@@ -249,9 +249,7 @@ def _pyarrow() -> Any:
 def parquet_schema(pa: Any, benchmark: bool) -> Any:
     """The released RadImageNet-VQA schema (benchmark rows, or conversation rows)."""
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    metadata = pa.struct(
-        [(name, pa.bool_() if name == "is_abnormal" else pa.string()) for name in METADATA_FIELDS]
-    )
+    metadata = pa.struct([(name, pa.bool_() if name == "is_abnormal" else pa.string()) for name in METADATA_FIELDS])
     if benchmark:
         return pa.schema(
             [
@@ -269,9 +267,7 @@ def parquet_schema(pa: Any, benchmark: bool) -> Any:
 
 def parquet_features(benchmark: bool) -> list[dict[str, Any]]:
     """The card's ``dataset_info.features`` for :func:`parquet_schema`."""
-    metadata = [
-        {"name": name, "dtype": "bool" if name == "is_abnormal" else "string"} for name in METADATA_FIELDS
-    ]
+    metadata = [{"name": name, "dtype": "bool" if name == "is_abnormal" else "string"} for name in METADATA_FIELDS]
     if benchmark:
         return [
             {"name": "image", "dtype": "image"},
@@ -558,7 +554,9 @@ def export_dataset(
     if fmt == "vlmevalkit" and root is None:
         root = Path(str(manifest.get("source", {}).get("root", "")))
     if root is not None and not Path(root).is_dir():
-        raise SourceError(f"{root}: RadImageNet copy not found", hint="pass --root with the folder holding radiology_ai/")
+        raise SourceError(
+            f"{root}: RadImageNet copy not found", hint="pass --root with the folder holding radiology_ai/"
+        )
     if fmt == "hf-parquet":
         _pyarrow()
     prepare_output(dest, overwrite, owned=_owned(fmt, parts))

@@ -13,8 +13,22 @@ from radvqa.dataset_files import dataset_parts, load_manifest
 from radvqa.stats import compute_stats
 
 RECORD_FIELDS = [
-    "id", "image", "split", "task", "slot", "question_type", "question", "choices", "answer",
-    "answer_text", "modality", "region", "pathology", "label", "is_abnormal", "template_id",
+    "id",
+    "image",
+    "split",
+    "task",
+    "slot",
+    "question_type",
+    "question",
+    "choices",
+    "answer",
+    "answer_text",
+    "modality",
+    "region",
+    "pathology",
+    "label",
+    "is_abnormal",
+    "template_id",
 ]
 
 
@@ -61,7 +75,9 @@ def test_card_states_source_settings_counts_license_and_citation(bench_dataset: 
     # the region table adds up to the number of training images
     region_rows = card.split("### Images per region")[1].split("###")[0]
     train_total = sum(
-        int(line.split("|")[2].replace(",", "")) for line in region_rows.splitlines() if line.startswith("| ") and "---" not in line and "region" not in line
+        int(line.split("|")[2].replace(",", ""))
+        for line in region_rows.splitlines()
+        if line.startswith("| ") and "---" not in line and "region" not in line
     )
     assert train_total == manifest["records"]["alignment"]["train"]
 

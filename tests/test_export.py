@@ -25,7 +25,13 @@ from radvqa.taxonomy import Taxonomy
 from radvqa.templates import TemplateSet
 
 runner = CliRunner()
-PARTS = [("alignment", "train"), ("alignment", "val"), ("instruct", "train"), ("instruct", "val"), ("benchmark", "test")]
+PARTS = [
+    ("alignment", "train"),
+    ("alignment", "val"),
+    ("instruct", "train"),
+    ("instruct", "val"),
+    ("benchmark", "test"),
+]
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -43,7 +49,9 @@ def source_root(out: Path) -> Path:
 @pytest.fixture(scope="module")
 def parquet_with_images(bench_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("pq") / "with-images"
-    code, output = run("export", bench_dataset, "--format", "hf-parquet", "-o", dest, "--root", source_root(bench_dataset))
+    code, output = run(
+        "export", bench_dataset, "--format", "hf-parquet", "-o", dest, "--root", source_root(bench_dataset)
+    )
     assert code == 0, output
     return dest
 
@@ -60,7 +68,15 @@ def test_hf_parquet_loads_like_the_released_dataset(
         assert table.num_rows == len(records)
         assert isinstance(table.features["image"], datasets.Image)
         meta = table.features["metadata"]
-        assert list(meta) == ["content_type", "correct_text", "is_abnormal", "location", "modality", "pathology", "question_id"]
+        assert list(meta) == [
+            "content_type",
+            "correct_text",
+            "is_abnormal",
+            "location",
+            "modality",
+            "pathology",
+            "question_id",
+        ]
         if config == "benchmark":
             assert table.column_names == ["image", "question", "choices", "answer", "question_type", "metadata"]
             assert table.features["choices"] == datasets.List(datasets.Value("string"))
@@ -96,7 +112,9 @@ def test_hf_parquet_without_root_references_images_and_shards(
     import datasets
 
     dest = tmp_path / "pq"
-    code, output = run("export", bench_dataset, "-f", "hf-parquet", "-o", dest, "--shard-size", "1000", "--only", "instruct")
+    code, output = run(
+        "export", bench_dataset, "-f", "hf-parquet", "-o", dest, "--shard-size", "1000", "--only", "instruct"
+    )
     assert code == 0, output
     records = config_records(bench_dataset, "instruct", "train")
     shards = sorted((dest / "instruct").glob("train-*.parquet"))
@@ -110,7 +128,10 @@ def test_hf_parquet_without_root_references_images_and_shards(
 
 
 def test_question_stem_drops_the_option_lines_only() -> None:
-    record = {"question": "Which region?\nA. hip\nB. knee\nC. spine\nD. brain", "choices": ["hip", "knee", "spine", "brain"]}
+    record = {
+        "question": "Which region?\nA. hip\nB. knee\nC. spine\nD. brain",
+        "choices": ["hip", "knee", "spine", "brain"],
+    }
     assert question_stem(record) == "Which region?"
     assert question_stem({"question": "Is it normal?", "choices": []}) == "Is it normal?"
     odd = {"question": "Which?\nA. x", "choices": ["y"]}
@@ -265,7 +286,9 @@ def test_export_refuses_a_non_empty_folder_unless_overwrite(bench_dataset: Path,
         (["-f", "llava", "--root", "/nonexistent/radimagenet"], "RadImageNet copy not found"),
     ],
 )
-def test_export_bad_options_are_one_line_errors(bench_dataset: Path, tmp_path: Path, args: list[str], message: str) -> None:
+def test_export_bad_options_are_one_line_errors(
+    bench_dataset: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
     code, output = run("export", bench_dataset, "-o", tmp_path / "x", *args)
     assert code == 1
     assert message in output
@@ -290,7 +313,9 @@ def test_export_names_a_malformed_line_and_a_missing_image(bench_dataset: Path, 
 
     root = tmp_path / "empty-root"
     root.mkdir()
-    code, output = run("export", bench_dataset, "-f", "hf-parquet", "-o", tmp_path / "p", "--root", root, "--only", "alignment")
+    code, output = run(
+        "export", bench_dataset, "-f", "hf-parquet", "-o", tmp_path / "p", "--root", root, "--only", "alignment"
+    )
     assert code == 1 and "cannot read the image of record" in output and "alignment/train-" in output
     assert not list((tmp_path / "p").rglob("*.parquet"))  # nothing half-written keeps a final name
 

@@ -111,7 +111,11 @@ def test_stats_into_another_folder_leaves_the_dataset_alone(bench_dataset: Path,
     result = runner.invoke(app, ["stats", str(bench_dataset), "-o", str(tmp_path / "report"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
-        "balance.png", "classes.png", "normal.png", "regions.png", "stats.md"
+        "balance.png",
+        "classes.png",
+        "normal.png",
+        "regions.png",
+        "stats.md",
     ]
     assert not (bench_dataset / "stats").exists()
     assert (bench_dataset / "README.md").read_bytes() == card
