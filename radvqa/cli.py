@@ -30,7 +30,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 T = TypeVar("T")
-SAMPLE_FOLDER = "radimagenet-sample"
 
 
 class _State:
@@ -106,8 +105,7 @@ def generate(
     quiet: QuietOpt = False,
 ) -> None:
     """Generate captions and nine questions per CT/MRI image as sharded JSONL."""
-    from .dataset import generate_dataset
-    from .writers import prepare_output
+    from .dataset import generate_dataset, generate_sample_dataset
 
     with _errors():
         if (root is None) == (not sample):
@@ -115,13 +113,10 @@ def generate(
         settings = _load_config(config, seed=seed, workers=workers, shard_size=shard_size)
         tax = load_taxonomy(taxonomy)
         tpl = load_templates(templates)
-        if sample:
-            prepare_output(out, overwrite)
-            root = out / SAMPLE_FOLDER
-            build_sample(root, tax)
-            overwrite = True  # OUT now holds only the sample copy we just made
-        assert root is not None
-        result = generate_dataset(root, out, settings, tax, tpl, overwrite=overwrite, progress=_progress(quiet))
+        if root is None:
+            result = generate_sample_dataset(out, settings, tax, tpl, overwrite, _progress(quiet))
+        else:
+            result = generate_dataset(root, out, settings, tax, tpl, overwrite, _progress(quiet))
         for warning in result.source.warnings:
             _say(f"warning: {warning}")
         if not quiet:

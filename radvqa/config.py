@@ -78,8 +78,8 @@ def _check(config: Config, where: str) -> None:
         value = getattr(config, key)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where}: {key} must be an integer, not {value!r}")
-    if config.seed < 0:
-        raise ConfigError(f"{where}: seed must be >= 0")
+    if not 0 <= config.seed < 2**32:
+        raise ConfigError(f"{where}: seed must be in [0, 2**32)")
     if config.workers < 1:
         raise ConfigError(f"{where}: workers must be >= 1")
     if config.shard_size < 1:

@@ -20,13 +20,15 @@ from .card import write_card
 from .config import Config
 from .generate import INSTRUCT_SLOTS, Plan, Slice, build_plan, render
 from .progress import NullProgress, ProgressBar
+from .sample import build_sample
 from .source import SourceReport, read_source
 from .taxonomy import Taxonomy
 from .templates import TemplateSet
-from .writers import ShardInfo, prepare_output, shard_count, shard_name, write_json, write_shard
+from .writers import OWNED, ShardInfo, prepare_output, shard_count, shard_name, write_json, write_shard
 
 CONFIGS = {"alignment": 1, "instruct": len(INSTRUCT_SLOTS)}  # records per image
 TRAINING_SPLITS = ("train", "val")
+SAMPLE_FOLDER = "radimagenet-sample"
 _CHUNK = 4096  # lines per write
 
 
@@ -199,6 +201,21 @@ def generate_dataset(
     write_json(out / "manifest.json", manifest)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def generate_sample_dataset(
+    out: Path,
+    config: Config,
+    taxonomy: Taxonomy,
+    templates: TemplateSet,
+    overwrite: bool = False,
+    progress: Callable[[int, str], ProgressBar] | None = None,
+) -> GenerateResult:
+    """Build the synthetic sample copy inside ``out`` and generate a dataset from it."""
+    prepare_output(Path(out), overwrite, owned=OWNED + (SAMPLE_FOLDER,))
+    root = Path(out) / SAMPLE_FOLDER
+    build_sample(root, taxonomy)
+    return generate_dataset(root, out, config, taxonomy, templates, overwrite=True, progress=progress)
 
 
 def build_manifest(

@@ -53,8 +53,8 @@ class Plan:
 
     split: str
     variant: str
-    # per class
-    base: list[dict[str, object]]
+    # per class: modality, region, pathology (display), label, is_abnormal, region index, name index
+    meta: list[tuple[str, str, str, str, bool, int, int]]
     region_of: np.ndarray
     name_of: np.ndarray  # index of the class's pathology in its region's name list
     is_abnormal: np.ndarray
@@ -78,6 +78,9 @@ class Plan:
     choice_region: list[list[str]]  # [region][letter] option line
     choice_path: list[list[list[str]]]  # [region][name][letter]
     template_ids: dict[str, list[str]]
+    pool_size: dict[str, int]
+    caption_size: np.ndarray  # [class]
+    closed_size: np.ndarray  # [region, name]
     normal_of: list[int]  # [region] index of the normal name
     widest: int
     seed: int
@@ -173,15 +176,9 @@ def build_plan(
     return Plan(
         split=split,
         variant=variant,
-        base=[
-            {
-                "modality": c.modality_name,
-                "region": c.region_name,
-                "pathology": c.pathology_name,
-                "label": c.label,
-                "is_abnormal": c.is_abnormal,
-            }
-            for c in classes
+        meta=[
+            (c.modality_name, c.region_name, c.pathology_name, c.label, c.is_abnormal, int(region_of[i]), int(name_of[i]))
+            for i, c in enumerate(classes)
         ],
         region_of=region_of,
         name_of=name_of,
@@ -204,6 +201,11 @@ def build_plan(
         choice_region=[[line.format(letter=L, option=r.name) for L in LETTERS] for r in regions],
         choice_path=[[[line.format(letter=L, option=o) for L in LETTERS] for o in names] for names in option_text],
         template_ids=ids,
+        pool_size={name: len(pool(name, kind)) for name in templates.pools},
+        caption_size=np.array([len(c) for c in captions], dtype=np.int64),
+        closed_size=np.array(
+            [[len(texts) for texts in names] + [1] * (widest - len(names)) for names in closed], dtype=np.int64
+        ),
         normal_of=[r.pathologies.index(taxonomy.normal_folder) for r in regions],
         widest=widest,
         seed=config.seed,
@@ -242,39 +244,19 @@ class Slice:
         )
 
 
-@dataclass(frozen=True)
-class Draws:
-    """Vectorised random choices for a block of images."""
-
-    pick: np.ndarray  # (n, templates) uniforms for template choice
-    anat_no: np.ndarray
-    anat_options: np.ndarray  # (n, 4) region indices
-    anat_letter: np.ndarray
-    path_no: np.ndarray
-    path_options: np.ndarray  # (n, 4) name indices in the image's region
-    path_letter: np.ndarray
-
-
-def draw(plan: Plan, block: Slice) -> Draws:
-    """All random choices for a block, from each image's own stream."""
+def draw_options(plan: Plan, block: Slice, u: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Vectorised choices for a block: closed "no" names, option rows and correct letters."""
     n_regions = plan.anat_mc.shape[1]
-    u = streams.uniforms(streams.image_keys(block.keys, plan.seed), _ORDER + n_regions + plan.widest)
     cls = block.classes
-    region = plan.region_of[cls]
-    name = plan.name_of[cls]
     anat_letter = _letters(u[:, _AM_POS], block.anatomy_letter)
     path_letter = _letters(u[:, _PM_POS], block.pathology_letter)
     anat_wrong = systematic_draw(plan.anat_mc[cls], u[:, _ORDER : _ORDER + n_regions], u[:, _AM_START], WRONG)
     path_wrong = systematic_draw(plan.path_mc[cls], u[:, _ORDER + n_regions :], u[:, _PM_START], WRONG)
-    return Draws(
-        pick=u[:, : len(_T)],
-        anat_no=inverse_cdf_draw(plan.anat_no[cls], u[:, _ANAT_NO]),
-        anat_options=place_answer(region, anat_wrong, anat_letter, u[:, _SHUFFLE : _SHUFFLE + WRONG]),
-        anat_letter=anat_letter,
-        path_no=inverse_cdf_draw(plan.path_no[cls], u[:, _PATH_NO]),
-        path_options=place_answer(name, path_wrong, path_letter, u[:, _SHUFFLE + WRONG : _ORDER]),
-        path_letter=path_letter,
-    )
+    anat_options = place_answer(plan.region_of[cls], anat_wrong, anat_letter, u[:, _SHUFFLE : _SHUFFLE + WRONG])
+    path_options = place_answer(plan.name_of[cls], path_wrong, path_letter, u[:, _SHUFFLE + WRONG : _ORDER])
+    anat_no = inverse_cdf_draw(plan.anat_no[cls], u[:, _ANAT_NO])
+    path_no = inverse_cdf_draw(plan.path_no[cls], u[:, _PATH_NO])
+    return anat_no, anat_options, anat_letter, path_no, path_options, path_letter
 
 
 def _letters(uniform: np.ndarray, forced: np.ndarray | None) -> np.ndarray:
@@ -283,33 +265,33 @@ def _letters(uniform: np.ndarray, forced: np.ndarray | None) -> np.ndarray:
     return np.minimum((uniform * len(LETTERS)).astype(np.int64), len(LETTERS) - 1)
 
 
+def _choose(uniform: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Template index per image: floor(u * pool size), elementwise."""
+    return np.minimum((uniform * sizes).astype(np.int64), sizes - 1)
+
+
 def render(plan: Plan, images: Slice, config_name: str) -> Iterator[bytes]:
     """JSONL lines (with newline) for ``images``: captions for 'alignment', else nine questions."""
     for start in range(0, len(images), BLOCK):
         block = images.part(start, start + BLOCK)
-        draws = draw(plan, block)
+        keys = streams.image_keys(block.keys, plan.seed)
         if config_name == "alignment":
-            yield from _captions(plan, block, draws)
+            yield from _captions(plan, block, streams.uniforms(keys, 2))
         else:
-            yield from _questions(plan, block, draws)
+            u = streams.uniforms(keys, _ORDER + plan.anat_mc.shape[1] + plan.widest)
+            yield from _questions(plan, block, u)
 
 
-def _index(u: float, n: int) -> int:
-    i = int(u * n)
-    return i if i < n else n - 1
-
-
-def _captions(plan: Plan, block: Slice, draws: Draws) -> Iterator[bytes]:
+def _captions(plan: Plan, block: Slice, u: np.ndarray) -> Iterator[bytes]:
     dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    prompts, ids = plan.prompt, plan.template_ids
-    split = plan.split
-    picks = draws.pick.tolist()
-    for image_id, image, cls, key, pick in zip(block.ids, block.images, block.classes.tolist(), block.keys.tolist(), picks):
-        p = _index(pick[_T["prompt"]], len(prompts))
-        captions = plan.caption[cls]
-        c = _index(pick[_T["caption"]], len(captions))
-        base = plan.base[cls]
-        source = "caption_abnormal" if base["is_abnormal"] else "caption_normal"
+    prompts, prompt_ids, split = plan.prompt, plan.template_ids["prompt"], plan.split
+    cls = block.classes
+    prompt_pick = _choose(u[:, _T["prompt"]], np.full(len(cls), len(prompts))).tolist()
+    caption_pick = _choose(u[:, _T["caption"]], plan.caption_size[cls]).tolist()
+    for image, c, key, p, t in zip(block.images, cls.tolist(), block.keys.tolist(), prompt_pick, caption_pick):
+        modality, region, pathology, label, abnormal, _, _ = plan.meta[c]
+        caption = plan.caption[c][t]
+        pool = "caption_abnormal" if abnormal else "caption_normal"
         yield dumps(
             {
                 "id": f"{key:016x}-caption",
@@ -320,83 +302,100 @@ def _captions(plan: Plan, block: Slice, draws: Draws) -> Iterator[bytes]:
                 "question_type": "caption",
                 "question": prompts[p],
                 "choices": [],
-                "answer": captions[c],
-                "answer_text": captions[c],
-                **base,
-                "template_id": f"{ids['prompt'][p]}+{ids[source][c]}",
+                "answer": caption,
+                "answer_text": caption,
+                "modality": modality,
+                "region": region,
+                "pathology": pathology,
+                "label": label,
+                "is_abnormal": abnormal,
+                "template_id": f"{prompt_ids[p]}+{plan.template_ids[pool][t]}",
             },
             option=opt,
         )
 
 
-def _questions(plan: Plan, block: Slice, draws: Draws) -> Iterator[bytes]:
+def _questions(plan: Plan, block: Slice, u: np.ndarray) -> Iterator[bytes]:
     dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    ids = plan.template_ids
-    split = plan.split
+    split, ids, meta = plan.split, plan.template_ids, plan.meta
+    anat_no, anat_opts, anat_letter, path_no, path_opts, path_letter = draw_options(plan, block, u)
+    cls = block.classes
+    region_of, name_of = plan.region_of[cls], plan.name_of[cls]
+    size = plan.pool_size
+    picks = np.stack(
+        [
+            _choose(u[:, _T["anatomy_open"]], np.full(len(cls), size["anatomy_open"])),
+            _choose(u[:, _T["anatomy_closed_yes"]], np.full(len(cls), size["anatomy_closed"])),
+            _choose(u[:, _T["anatomy_closed_no"]], np.full(len(cls), size["anatomy_closed"])),
+            _choose(u[:, _T["anatomy_mc"]], np.full(len(cls), size["anatomy_mc"])),
+            _choose(u[:, _T["abnormality_closed"]], np.full(len(cls), size["abnormality_closed"])),
+            _choose(u[:, _T["pathology_open"]], np.full(len(cls), size["pathology_open"])),
+            _choose(u[:, _T["pathology_closed_yes"]], plan.closed_size[region_of, name_of]),
+            _choose(u[:, _T["pathology_closed_no"]], plan.closed_size[region_of, path_no]),
+            _choose(u[:, _T["pathology_mc"]], np.full(len(cls), size["pathology_mc"])),
+        ],
+        axis=1,
+    ).tolist()
+    region_text, option_text, normal_of = plan.region_text, plan.option_text, plan.normal_of
+    closed_pool = ("pathology_closed", "pathology_closed_normal")
+
+    def line(
+        prefix: str, image: str, slot: str, question: str, choices: list[str], answer: str,
+        answer_text: str, fields: tuple[str, str, str, str, bool, int, int], template: str,
+    ) -> bytes:
+        return dumps(
+            {
+                "id": prefix + slot,
+                "image": image,
+                "split": split,
+                "task": SLOT_TASK[slot],
+                "slot": slot,
+                "question_type": SLOT_TYPE[slot],
+                "question": question,
+                "choices": choices,
+                "answer": answer,
+                "answer_text": answer_text,
+                "modality": fields[0],
+                "region": fields[1],
+                "pathology": fields[2],
+                "label": fields[3],
+                "is_abnormal": fields[4],
+                "template_id": template,
+            },
+            option=opt,
+        )
+
     rows = zip(
-        block.images,
-        block.classes.tolist(),
-        block.keys.tolist(),
-        draws.pick.tolist(),
-        draws.anat_no.tolist(),
-        draws.anat_options.tolist(),
-        draws.anat_letter.tolist(),
-        draws.path_no.tolist(),
-        draws.path_options.tolist(),
-        draws.path_letter.tolist(),
+        block.images, cls.tolist(), block.keys.tolist(), picks, anat_no.tolist(), anat_opts.tolist(),
+        anat_letter.tolist(), path_no.tolist(), path_opts.tolist(), path_letter.tolist(),
     )
-    region_text, option_text = plan.region_text, plan.option_text
-    for image, cls, key, pick, anat_no, anat_opts, anat_letter, path_no, path_opts, path_letter in rows:
-        base = plan.base[cls]
-        r = int(plan.region_of[cls])
-        own = int(plan.name_of[cls])
+    for image, c, key, t, a_no, a_opts, a_letter, p_no, p_opts, p_letter in rows:
+        fields = meta[c]
+        region, abnormal, r, own = fields[1], fields[4], fields[5], fields[6]
         prefix = f"{key:016x}-"
-        region = region_text[r]
         names = option_text[r]
-
-        def record(slot: str, question: str, choices: list[str], answer: str, answer_text: str, template: str) -> bytes:
-            return dumps(
-                {
-                    "id": prefix + slot,
-                    "image": image,
-                    "split": split,
-                    "task": SLOT_TASK[slot],
-                    "slot": slot,
-                    "question_type": SLOT_TYPE[slot],
-                    "question": question,
-                    "choices": choices,
-                    "answer": answer,
-                    "answer_text": answer_text,
-                    **base,
-                    "template_id": template,
-                },
-                option=opt,
-            )
-
-        t = _index(pick[_T["anatomy_open"]], len(plan.anatomy_open))
-        yield record("anatomy_open", plan.anatomy_open[t], [], region, region, ids["anatomy_open"][t])
-        n_ac = len(plan.anatomy_closed)
-        t = _index(pick[_T["anatomy_closed_yes"]], n_ac)
-        yield record("anatomy_closed_yes", plan.anatomy_closed[t][r], [], "yes", "yes", ids["anatomy_closed"][t])
-        t = _index(pick[_T["anatomy_closed_no"]], n_ac)
-        yield record("anatomy_closed_no", plan.anatomy_closed[t][anat_no], [], "no", "no", ids["anatomy_closed"][t])
-        t = _index(pick[_T["anatomy_mc"]], len(plan.anatomy_mc))
-        choices = [region_text[o] for o in anat_opts]
-        question = "\n".join([plan.anatomy_mc[t]] + [plan.choice_region[o][i] for i, o in enumerate(anat_opts)])
-        yield record("anatomy_mc", question, choices, LETTERS[anat_letter], region, ids["anatomy_mc"][t])
-        t = _index(pick[_T["abnormality_closed"]], len(plan.abnormality))
-        abnormal = "yes" if base["is_abnormal"] else "no"
-        yield record("abnormality_closed", plan.abnormality[t][r], [], abnormal, abnormal, ids["abnormality_closed"][t])
-        t = _index(pick[_T["pathology_open"]], len(plan.pathology_open))
-        yield record("pathology_open", plan.pathology_open[t][r], [], names[own], names[own], ids["pathology_open"][t])
-        for slot, name, answer in (("pathology_closed_yes", own, "yes"), ("pathology_closed_no", path_no, "no")):
-            texts = plan.pathology_closed[r][name]
-            t = _index(pick[_T[slot]], len(texts))
-            pool = "pathology_closed_normal" if name == plan.normal_of[r] else "pathology_closed"
-            yield record(slot, texts[t], [], answer, answer, ids[pool][t])
-        t = _index(pick[_T["pathology_mc"]], len(plan.pathology_mc))
-        choices = [names[o] for o in path_opts]
-        choice_lines = plan.choice_path[r]
-        question = "\n".join([plan.pathology_mc[t][r]] + [choice_lines[o][i] for i, o in enumerate(path_opts)])
-        yield record("pathology_mc", question, choices, LETTERS[path_letter], names[own], ids["pathology_mc"][t])
-
+        answer = names[own]
+        yield line(prefix, image, "anatomy_open", plan.anatomy_open[t[0]], [], region, region, fields,
+                   ids["anatomy_open"][t[0]])
+        yield line(prefix, image, "anatomy_closed_yes", plan.anatomy_closed[t[1]][r], [], "yes", "yes", fields,
+                   ids["anatomy_closed"][t[1]])
+        yield line(prefix, image, "anatomy_closed_no", plan.anatomy_closed[t[2]][a_no], [], "no", "no", fields,
+                   ids["anatomy_closed"][t[2]])
+        lines = plan.choice_region
+        question = "\n".join([plan.anatomy_mc[t[3]]] + [lines[o][i] for i, o in enumerate(a_opts)])
+        yield line(prefix, image, "anatomy_mc", question, [region_text[o] for o in a_opts], LETTERS[a_letter],
+                   region, fields, ids["anatomy_mc"][t[3]])
+        yes_no = "yes" if abnormal else "no"
+        yield line(prefix, image, "abnormality_closed", plan.abnormality[t[4]][r], [], yes_no, yes_no, fields,
+                   ids["abnormality_closed"][t[4]])
+        yield line(prefix, image, "pathology_open", plan.pathology_open[t[5]][r], [], answer, answer, fields,
+                   ids["pathology_open"][t[5]])
+        closed = plan.pathology_closed[r]
+        yield line(prefix, image, "pathology_closed_yes", closed[own][t[6]], [], "yes", "yes", fields,
+                   ids[closed_pool[own == normal_of[r]]][t[6]])
+        yield line(prefix, image, "pathology_closed_no", closed[p_no][t[7]], [], "no", "no", fields,
+                   ids[closed_pool[p_no == normal_of[r]]][t[7]])
+        lines = plan.choice_path[r]
+        question = "\n".join([plan.pathology_mc[t[8]][r]] + [lines[o][i] for i, o in enumerate(p_opts)])
+        yield line(prefix, image, "pathology_mc", question, [names[o] for o in p_opts], LETTERS[p_letter],
+                   answer, fields, ids["pathology_mc"][t[8]])

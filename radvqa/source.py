@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,8 @@ TOP_FOLDER = "radiology_ai"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 _EXAMPLES = 3
 # The first path component that is CT, MR or US starts the canonical image id.
-_CANONICAL = r"^(?:.*?/)?((?:CT|MR|US)/.*)$"
+_CANONICAL_RE = re.compile(r"^(?:.*?/)?((?:CT|MR|US)/.*)$")
+_MODALITY_PREFIXES = frozenset({"CT/", "MR/", "US/"})
 
 
 @dataclass
@@ -110,16 +111,19 @@ def locate(root: Path | str) -> Layout:
         data_dir = candidates[0]
     prefix = "" if data_dir == root else data_dir.relative_to(root).as_posix() + "/"
     csvs = {}
+    # ROOT, radiology_ai/, and, when ROOT is radiology_ai/ itself, the folder beside it.
+    folders = (root, data_dir) if data_dir != root else (root, root.parent)
     for split, name in CSV_NAMES.items():
-        for folder in (root, data_dir):
+        for folder in folders:
             if (folder / name).is_file():
                 csvs[split] = folder / name
                 break
     return Layout(root=root, data_dir=data_dir, prefix=prefix, csvs=csvs)
 
 
-def walk_images(data_dir: Path, with_sizes: bool = False) -> Iterator[tuple[str, int]]:
-    """Yield (canonical id, size or -1) for every image file under CT/, MR/ and US/."""
+def walk_images(data_dir: Path, with_sizes: bool = False) -> list[tuple[str, int]]:
+    """(canonical id, size or -1) for every image file under CT/, MR/ and US/."""
+    found: list[tuple[str, int]] = []
     for modality in ("CT", "MR", "US"):
         top = data_dir / modality
         if not top.is_dir():
@@ -129,12 +133,14 @@ def walk_images(data_dir: Path, with_sizes: bool = False) -> Iterator[tuple[str,
             path, rel = stack.pop()
             with os.scandir(path) as entries:
                 for entry in entries:
-                    if entry.name.startswith("."):
+                    name = entry.name
+                    if name[0] == ".":
                         continue
-                    if entry.is_dir():
-                        stack.append((entry.path, f"{rel}/{entry.name}"))
-                    elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                        yield f"{rel}/{entry.name}", (entry.stat().st_size if with_sizes else -1)
+                    if name[name.rfind(".") :].lower() in IMAGE_SUFFIXES and entry.is_file():
+                        found.append((f"{rel}/{name}", entry.stat().st_size if with_sizes else -1))
+                    elif entry.is_dir():
+                        stack.append((entry.path, f"{rel}/{name}"))
+    return found
 
 
 def path_hash(ids: list[str] | pd.Series) -> np.ndarray:
@@ -154,6 +160,12 @@ def hash_split(keys: np.ndarray, ratios: dict[str, float]) -> np.ndarray:
     return np.asarray(SPLITS, dtype=object)[codes]
 
 
+def canonical_id(filename: str) -> str | None:
+    """The image id of a CSV filename: the path from its first CT/MR/US component, or None."""
+    match = _CANONICAL_RE.match(filename.replace("\\", "/").strip())
+    return match.group(1) if match else None
+
+
 def read_source(
     root: Path | str,
     taxonomy: Taxonomy,
@@ -165,109 +177,142 @@ def read_source(
     Columns: image_id (``CT/abd/normal/x.png``), image (path relative to ROOT), split,
     class_index (into ``taxonomy.classes``), modality, anatomy, pathology, region, key
     (uint64 hash of image_id) and, with ``with_sizes``, size in bytes.
+    Plain Python loops over lists: on 1.35M rows they beat pandas string methods.
     """
     layout = locate(root)
     report = SourceReport(root=str(layout.root), data_dir=str(layout.data_dir))
-    on_disk = pd.DataFrame(list(walk_images(layout.data_dir, with_sizes)), columns=["image_id", "size"])
-    report.files_on_disk = len(on_disk)
+    sizes = dict(walk_images(layout.data_dir, with_sizes))
+    report.files_on_disk = len(sizes)
     if layout.csvs:
-        table = _from_csvs(layout, on_disk, report)
+        ids, splits, labels = _from_csvs(layout, sizes, report)
     else:
         report.split_source = "a hash of each path (no RadiologyAI_*.csv found)"
-        table = on_disk
-        table["split"] = hash_split(path_hash(table["image_id"]), split_ratios)
-    table = _resolve_classes(table, taxonomy, report)
-    table = table.sort_values("image_id", kind="stable", ignore_index=True)
-    table["key"] = path_hash(table["image_id"])
-    table["image"] = layout.prefix + table["image_id"]
-    classes = taxonomy.classes
-    codes = table["class_index"].to_numpy()
+        ids = sorted(sizes)
+        splits = hash_split(path_hash(ids), split_ratios).tolist()
+        labels = None
+    ids, splits, classes = _resolve_classes(ids, splits, labels, taxonomy, report)
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    ids = [ids[i] for i in order]
+    codes = np.asarray(classes, dtype=np.int64)[order] if order else np.zeros(0, dtype=np.int64)
+    table = pd.DataFrame(
+        {
+            "image_id": ids,
+            "image": [layout.prefix + i for i in ids],
+            "split": [splits[i] for i in order],
+            "class_index": codes,
+        }
+    )
     for column in ("modality", "anatomy", "pathology", "region"):
-        values = [getattr(c, column) for c in classes]
-        table[column] = np.asarray(values, dtype=object)[codes]
-    columns = ["image_id", "image", "split", "class_index", "modality", "anatomy", "pathology", "region", "key"]
+        values = np.asarray([getattr(c, column) for c in taxonomy.classes], dtype=object)
+        table[column] = values[codes]
+    table["key"] = path_hash(ids)
     if with_sizes:
-        columns.append("size")
-    table = table[columns]
+        table["size"] = np.fromiter((sizes[i] for i in ids), dtype=np.int64, count=len(ids))
+    if table["key"].duplicated().any():
+        raise SourceError(f"{layout.root}: two image ids share a 64-bit hash; please report this")
     report.images = len(table)
     report.per_split = {s: int((table["split"] == s).sum()) for s in SPLITS}
     return table, report
 
 
-def _from_csvs(layout: Layout, on_disk: pd.DataFrame, report: SourceReport) -> pd.DataFrame:
-    missing = [CSV_NAMES[s] for s in SPLITS if s not in layout.csvs]
-    report.split_source = ", ".join(p.name for p in layout.csvs.values())
-    if missing:
-        report.warnings.append(f"no {', '.join(missing)} found: those splits will be empty")
-    frames = []
+def _from_csvs(
+    layout: Layout, sizes: dict[str, int], report: SourceReport
+) -> tuple[list[str], list[str], list[str]]:
+    missing_csvs = [CSV_NAMES[s] for s in SPLITS if s not in layout.csvs]
+    report.split_source = ", ".join(str(p) for p in layout.csvs.values())
+    if missing_csvs:
+        report.warnings.append(f"no {', '.join(missing_csvs)} found: those splits will be empty")
+    ids: list[str] = []
+    splits: list[str] = []
+    labels: list[str] = []
+    seen: set[str] = set()
+    unparsed, duplicated, missing = [], [], []
     for split, path in layout.csvs.items():
         try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            frame = pd.read_csv(path, dtype=object, keep_default_na=False)
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             raise SourceError(f"{path}: cannot read CSV ({exc})")
         if "filename" not in frame.columns:
             raise SourceError(f"{path}: no 'filename' column (header must be filename,label)")
-        if "label" not in frame.columns:
-            frame["label"] = ""
-        frame = frame[["filename", "label"]].copy()
-        frame["split"] = split
-        frame["row"] = np.arange(2, len(frame) + 2)
-        frame["csv"] = path.name
-        frames.append(frame)
-    rows = pd.concat(frames, ignore_index=True)
-    filenames = rows["filename"].str.replace("\\", "/", regex=False).str.strip()
-    rows["image_id"] = filenames.str.extract(_CANONICAL, expand=False)
-    bad = rows["image_id"].isna()
-    report.skip(
-        "CSV path without a CT/, MR/ or US/ folder",
-        (rows.loc[bad, "csv"] + " row " + rows.loc[bad, "row"].astype(str)).tolist(),
-    )
-    rows = rows[~bad]
-    duplicated = rows["image_id"].duplicated(keep="first")
-    report.skip("listed more than once in the CSVs (first kept)", rows.loc[duplicated, "image_id"].tolist())
-    rows = rows[~duplicated]
-    present = rows["image_id"].isin(on_disk["image_id"])
-    report.skip("CSV row whose image file is missing", rows.loc[~present, "image_id"].tolist())
-    rows = rows[present]
-    listed = on_disk["image_id"].isin(rows["image_id"])
-    not_listed = on_disk.loc[~listed & ~on_disk["image_id"].str.startswith("US/"), "image_id"]
-    report.skip("image on disk but in no split CSV", not_listed.tolist())
-    table = rows.merge(on_disk, on="image_id", how="left")
-    return table
+        names = frame["filename"].tolist()
+        row_labels = frame["label"].tolist() if "label" in frame.columns else [""] * len(names)
+        prefix = _common_prefix(names)
+        for row, (name, label) in enumerate(zip(names, row_labels), start=2):
+            image_id = name[len(prefix) :] if prefix and name.startswith(prefix) else canonical_id(name)
+            if image_id is None or image_id[:3] not in _MODALITY_PREFIXES:
+                unparsed.append(f"{path.name} row {row}")
+            elif image_id in seen:
+                duplicated.append(image_id)
+            elif image_id not in sizes:
+                seen.add(image_id)
+                missing.append(image_id)
+            else:
+                seen.add(image_id)
+                ids.append(image_id)
+                splits.append(split)
+                labels.append(label)
+    report.skip("CSV path without a CT/, MR/ or US/ folder", unparsed)
+    report.skip("listed more than once in the CSVs (first kept)", duplicated)
+    report.skip("CSV row whose image file is missing", missing)
+    not_listed = sorted(i for i in sizes if i not in seen and not i.startswith("US/"))
+    report.skip("image on disk but in no split CSV", not_listed)
+    return ids, splits, labels
 
 
-def _resolve_classes(table: pd.DataFrame, taxonomy: Taxonomy, report: SourceReport) -> pd.DataFrame:
-    parts = table["image_id"].str.split("/", regex=False)
-    depth = parts.str.len()
-    modality = parts.str[0]
-    skipped_modality = modality.isin(list(taxonomy.skipped_modalities))
-    report.skip("ultrasound (not part of the VQA dataset)", [], count=int(skipped_modality.sum()))
-    wrong_depth = ~skipped_modality & (depth != 4)
-    report.skip(
-        "image not at MODALITY/anatomy/pathology/file", table.loc[wrong_depth, "image_id"].tolist()
-    )
-    keep = ~skipped_modality & ~wrong_depth
-    table, parts = table[keep].copy(), parts[keep]
-    triples = list(zip(parts.str[0], parts.str[1], parts.str[2]))
-    lookup = {t: taxonomy.class_index(*t) for t in set(triples)}
-    table["class_index"] = np.fromiter((lookup[t] for t in triples), dtype=np.int32, count=len(triples))
-    unknown = table["class_index"] < 0
-    report.skip(
-        "unknown class folder (not in the taxonomy)",
-        sorted({"/".join(t) for t, u in zip(triples, unknown) if u})[:_EXAMPLES],
-        count=int(unknown.sum()),
-    )
-    table = table[~unknown]
-    if "label" in table.columns:
-        expected = [taxonomy.classes[i].anatomy + "-" + taxonomy.classes[i].pathology for i in range(len(taxonomy.classes))]
-        folder_label = parts[~unknown].str[1] + "-" + parts[~unknown].str[2]
-        canonical = pd.Series(expected, dtype=object).iloc[table["class_index"].to_numpy()].to_numpy()
-        disagree = (table["label"] != "") & (table["label"] != folder_label) & (table["label"] != canonical)
-        if disagree.any():
-            examples = (table.loc[disagree, "image_id"] + " labelled " + table.loc[disagree, "label"]).tolist()
-            count = int(disagree.sum())
-            report.warnings.append(
-                f"{count} CSV labels disagree with their folder (the folder is used), e.g. {examples[0]}"
-            )
-            report.examples["label disagrees with folder (folder used)"] = examples[:_EXAMPLES]
-    return table
+def _common_prefix(names: list[str]) -> str:
+    """The folder prefix before CT/MR/US of the first CSV row ('radiology_ai/' usually)."""
+    for name in names[:1]:
+        image_id = canonical_id(name)
+        if image_id is not None and name.endswith(image_id):
+            return name[: len(name) - len(image_id)]
+    return ""
+
+
+def _resolve_classes(
+    ids: list[str],
+    splits: list[str],
+    labels: list[str] | None,
+    taxonomy: Taxonomy,
+    report: SourceReport,
+) -> tuple[list[str], list[str], list[int]]:
+    skipped_modalities = set(taxonomy.skipped_modalities)
+    canonical_labels = [c.label for c in taxonomy.classes]
+    lookup: dict[tuple[str, str, str], int] = {}
+    kept_ids: list[str] = []
+    kept_splits: list[str] = []
+    classes: list[int] = []
+    skipped_modality = 0
+    wrong_depth: list[str] = []
+    unknown: list[str] = []
+    disagree: list[str] = []
+    for i, image_id in enumerate(ids):
+        parts = image_id.split("/")
+        if parts[0] in skipped_modalities:
+            skipped_modality += 1
+            continue
+        if len(parts) != 4:
+            wrong_depth.append(image_id)
+            continue
+        triple = (parts[0], parts[1], parts[2])
+        index = lookup.get(triple)
+        if index is None:
+            index = lookup[triple] = taxonomy.class_index(*triple)
+        if index < 0:
+            unknown.append("/".join(triple))
+            continue
+        if labels is not None:
+            label = labels[i]
+            if label and label != f"{parts[1]}-{parts[2]}" and label != canonical_labels[index]:
+                disagree.append(f"{image_id} labelled {label}")
+        kept_ids.append(image_id)
+        kept_splits.append(splits[i])
+        classes.append(index)
+    report.skip("ultrasound (not part of the VQA dataset)", [], count=skipped_modality)
+    report.skip("image not at MODALITY/anatomy/pathology/file", wrong_depth)
+    report.skip("unknown class folder (not in the taxonomy)", sorted(set(unknown)), count=len(unknown))
+    if disagree:
+        report.warnings.append(
+            f"{len(disagree)} CSV labels disagree with their folder (the folder is used), e.g. {disagree[0]}"
+        )
+        report.examples["label disagrees with folder (folder used)"] = disagree[:_EXAMPLES]
+    return kept_ids, kept_splits, classes

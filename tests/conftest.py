@@ -13,7 +13,8 @@ from radvqa.taxonomy import Taxonomy, load_taxonomy
 from radvqa.templates import TemplateSet, load_templates
 
 REPO = Path(__file__).resolve().parent.parent
-LABELS_CSV = REPO.parent / "shared" / "radimagenet" / "labels.csv"
+# A copy of shared/radimagenet/labels.csv: the 165 real RadImageNet classes with their quirks.
+LABELS_CSV = REPO / "tests" / "data" / "radimagenet_labels.csv"
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +58,26 @@ def sample_dataset(
     out = tmp_path_factory.mktemp("sample-dataset") / "out"
     generate_dataset(sample_copy, out, config, taxonomy, templates)
     return out
+
+
+def shaped_counts(taxonomy: Taxonomy, scale: float) -> dict[int, int]:
+    """Class sizes with RadImageNet's real imbalance (scripts/radimagenet_counts.csv), scaled."""
+    import csv
+
+    counts = {}
+    lines = (REPO / "scripts" / "radimagenet_counts.csv").read_text().splitlines()
+    for row in csv.DictReader(line for line in lines if not line.startswith("#")):
+        cls = taxonomy.resolve(row["modality"], row["anatomy"], row["pathology"])
+        assert cls is not None
+        counts[cls.index] = max(4, round(int(row["count"]) * scale))
+    return counts
+
+
+@pytest.fixture(scope="session")
+def shaped_copy(tmp_path_factory: pytest.TempPathFactory, taxonomy: Taxonomy) -> Path:
+    """A RadImageNet-shaped copy with the real class imbalance at 1% scale (~9k images)."""
+    from radvqa.sample import write_copy
+
+    root = tmp_path_factory.mktemp("shaped-copy")
+    write_copy(root, taxonomy, shaped_counts(taxonomy, 0.01), image_bytes=lambda i: b"img%d" % i, quirks=False)
+    return root

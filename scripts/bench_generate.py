@@ -1,0 +1,93 @@
+"""Benchmark `radvqa generate` on a full-scale RadImageNet-shaped copy.
+
+Builds a copy with the real class imbalance (scripts/radimagenet_counts.csv: 833,676 CT/MRI
+images) in a temporary folder, with tiny distinct placeholder files (generation never decodes
+pixels), then times `radvqa generate` for each worker count and prints wall time, records per
+second and peak memory (max RSS of any process of the run).
+
+    python scripts/bench_generate.py                 # full scale, --workers 1 and 2
+    python scripts/bench_generate.py --scale 0.1 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from radvqa.sample import write_copy
+from radvqa.taxonomy import load_taxonomy
+
+COUNTS = Path(__file__).with_name("radimagenet_counts.csv")
+
+
+def class_counts(scale: float) -> dict[int, int]:
+    """Class index -> image count, scaled (every class keeps at least 3 images)."""
+    taxonomy = load_taxonomy()
+    rows = csv.DictReader(line for line in COUNTS.open() if not line.startswith("#"))
+    counts = {}
+    for row in rows:
+        cls = taxonomy.resolve(row["modality"], row["anatomy"], row["pathology"])
+        assert cls is not None, row
+        counts[cls.index] = max(3, round(int(row["count"]) * scale))
+    return counts
+
+
+def placeholder(serial: int) -> bytes:
+    """Distinct tiny file content (not a decodable image; generate never reads pixels)."""
+    return b"radvqa-bench-" + serial.to_bytes(8, "little")
+
+
+def run(cmd: list[str]) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS in MB of any of its processes)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"command failed: {' '.join(cmd)}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the real class sizes")
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts to time")
+    parser.add_argument("--keep", type=Path, help="build the copy here and keep it (reused if present)")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="radvqa-bench-"))
+    root = args.keep or tmp / "copy"
+    try:
+        if not (root / "RadiologyAI_train.csv").exists():
+            start = time.perf_counter()
+            counts = class_counts(args.scale)
+            write_copy(root, load_taxonomy(), counts, image_bytes=placeholder, quirks=False)
+            print(f"built copy: {sum(counts.values()):,} images in {time.perf_counter() - start:.1f} s")
+        for workers in (int(w) for w in args.workers.split(",")):
+            out = tmp / f"out-{workers}"
+            wall, peak = run(
+                [sys.executable, "-m", "radvqa.cli", "generate", str(root), "-o", str(out),
+                 "--workers", str(workers), "--quiet"]
+            )
+            import orjson
+
+            manifest = orjson.loads((out / "manifest.json").read_bytes())
+            records = sum(n for splits in manifest["records"].values() for n in splits.values())
+            print(
+                f"workers={workers}: {wall:.1f} s wall, {records:,} records, "
+                f"{records / wall:,.0f} records/s, peak RSS {peak:,.0f} MB"
+            )
+            shutil.rmtree(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from radvqa.config import MATCHED, load_config
+from radvqa.errors import ConfigError
+
+
+def test_defaults() -> None:
+    config = load_config()
+    assert config.seed == 0 and config.workers == 1 and config.shard_size == 500_000
+    assert config.no_pathology_option_rate == MATCHED
+    assert abs(sum(config.split_ratios.values()) - 1) < 1e-9
+
+
+def test_user_file_overrides_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 7\ndistractors:\n  no_pathology_option_rate: 0.3\n")
+    config = load_config(path)
+    assert config.seed == 7 and config.no_pathology_option_rate == 0.3 and config.shard_size == 500_000
+    assert config.with_overrides(seed=9, workers=None).seed == 9
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("sed: 1\n", r"unknown key 'sed' \(did you mean 'seed'\?\)"),
+        ("distractors: {no_pathology_rate: 0}\n", r"did you mean 'no_pathology_option_rate'"),
+        ("split_ratios: {train: 0.5, val: 0.1, test: 0.1}\n", "must add up to 1"),
+        ("distractors: {no_pathology_option_rate: 2}\n", r"'matched' or a number in \[0, 1\]"),
+        ("workers: 0\n", "workers must be >= 1"),
+        ("shard_size: many\n", "shard_size must be an integer"),
+    ],
+)
+def test_bad_config_is_one_line_error_naming_the_file(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_cli_override_is_checked() -> None:
+    with pytest.raises(ConfigError, match="command line: shard_size must be >= 1"):
+        load_config().with_overrides(shard_size=0)
