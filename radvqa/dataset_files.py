@@ -76,31 +76,32 @@ def dataset_parts(out: Path, manifest: dict[str, Any], configs: tuple[str, ...] 
     return parts
 
 
-def iter_rows(files: tuple[Path, ...] | list[Path]) -> Iterator[tuple[dict[str, Any], str]]:
-    """(record, "file:row") for every line of the shards in order; a malformed line raises DatasetError."""
+Where = tuple[Path, int]  # (shard, line number): formatted only when an error names it
+
+
+def at(where: Where) -> str:
+    """ "file:row" for an error message."""
+    return f"{where[0]}:{where[1]}"
+
+
+def iter_rows(files: tuple[Path, ...] | list[Path]) -> Iterator[tuple[dict[str, Any], Where]]:
+    """(record, (file, row)) for every line of the shards in order; a malformed line raises DatasetError."""
+    loads, error_type = orjson.loads, orjson.JSONDecodeError
     for path in files:
         with open(path, "rb") as handle:
             for row, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
                 try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError as error:
+                    record = loads(line)
+                except error_type as error:
+                    if not line.strip():
+                        continue
                     raise DatasetError(f"{path}:{row}: not a JSON record ({error})") from None
                 if not isinstance(record, dict):
                     raise DatasetError(f"{path}:{row}: not a JSON object")
-                yield record, f"{path}:{row}"
+                yield record, (path, row)
 
 
 def iter_records(files: tuple[Path, ...] | list[Path]) -> Iterator[dict[str, Any]]:
     """Records of the shards in order, one dict per line."""
     for record, _ in iter_rows(files):
         yield record
-
-
-def field(record: dict[str, Any], name: str, where: str) -> Any:
-    """``record[name]``, or a DatasetError naming the record when the field is missing."""
-    try:
-        return record[name]
-    except KeyError:
-        raise DatasetError(f"{where}: record {record.get('id', '?')} has no '{name}' field") from None

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from .dataset_files import Part, dataset_parts, iter_rows, load_manifest
+from .dataset_files import Part, Where, at, dataset_parts, iter_rows, load_manifest
 from .errors import ConfigError, DatasetError, MissingDependencyError, OutputError, SourceError, did_you_mean
 from .generate import LETTERS
 from .progress import NullProgress, ProgressBar
@@ -75,7 +75,7 @@ class ImageReader:
         self.root = Path(root)
         self._last: tuple[str, bytes] | None = None
 
-    def read(self, record: Record, where: str) -> bytes:
+    def read(self, record: Record, where: Where) -> bytes:
         """The bytes of ``record['image']`` under the root; a missing file names the record."""
         relative: str = record["image"]
         if self._last is not None and self._last[0] == relative:
@@ -85,7 +85,7 @@ class ImageReader:
             data: bytes = path.read_bytes()
         except OSError as error:
             raise SourceError(
-                f"{path}: cannot read the image of record {record.get('id', '?')} ({where}): {error.strerror}",
+                f"{path}: cannot read the image of record {record.get('id', '?')} ({at(where)}): {error.strerror}",
                 hint="pass --root with the RadImageNet copy the dataset was generated from",
             ) from None
         self._last = (relative, data)
@@ -106,17 +106,17 @@ def question_stem(record: Record) -> str:
     return question
 
 
-def _located(part: Part) -> Iterator[tuple[Record, str]]:
+def _located(part: Part) -> Iterator[tuple[Record, Where]]:
     for record, where in iter_rows(part.files):
         for name in ("id", "image", "question", "answer"):
             if name not in record:
-                raise DatasetError(f"{where}: record {record.get('id', '?')} has no '{name}' field")
+                raise DatasetError(f"{at(where)}: record {record.get('id', '?')} has no '{name}' field")
         yield record, where
 
 
-def _grouped(part: Part, group: str) -> Iterator[list[tuple[Record, str]]]:
+def _grouped(part: Part, group: str) -> Iterator[list[tuple[Record, Where]]]:
     """Records one by one, or consecutive records of one image together (group == 'image')."""
-    batch: list[tuple[Record, str]] = []
+    batch: list[tuple[Record, Where]] = []
     for item in _located(part):
         if group == "question":
             yield [item]
@@ -480,7 +480,9 @@ def _export_vlmevalkit(
                     mcq.add(index, record, data, values)
                 elif qtype == "closed":
                     if answer not in ("yes", "no"):
-                        raise DatasetError(f"{where}: closed question {record['id']} has answer {answer!r}, not yes/no")
+                        raise DatasetError(
+                            f"{at(where)}: closed question {record['id']} has answer {answer!r}, not yes/no"
+                        )
                     mcq.add(index, record, data, {"A": "yes", "B": "no", "answer": "A" if answer == "yes" else "B"})
                 else:
                     open_.add(index, record, data, {"answer": answer})

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .dataset_files import SPLIT_ORDER, dataset_parts, iter_rows, load_manifest
+from .dataset_files import SPLIT_ORDER, at, dataset_parts, iter_rows, load_manifest
 from .errors import DatasetError, MissingDependencyError
 from .generate import INSTRUCT_SLOTS, LETTERS, SLOT_TYPE
 from .progress import NullProgress, ProgressBar
@@ -87,6 +87,7 @@ def compute_stats(
 def _count_part(stats: DatasetStats, config: str, split: str, files: Iterable[Path], bar: ProgressBar) -> None:
     records = stats.records
     slots, letters, closed, images = stats.slots, stats.letters, stats.closed, stats.images
+    slot_types = stats.slot_types
     pending = 0
     n = 0
     for record, where in iter_rows(list(files)):
@@ -101,9 +102,10 @@ def _count_part(stats: DatasetStats, config: str, split: str, files: Iterable[Pa
             elif qtype == "closed":
                 closed[(config, split, record["task"], record["answer"])] += 1
         except KeyError as error:
-            raise DatasetError(f"{where}: record has no {error} field") from None
+            raise DatasetError(f"{at(where)}: record has no {error} field") from None
         slots[(config, split, slot)] += 1
-        stats.slot_types.setdefault(slot, qtype)
+        if slot not in slot_types:
+            slot_types[slot] = qtype
         n += 1
         pending += 1
         if pending >= _PROGRESS_EVERY:
