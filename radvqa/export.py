@@ -41,6 +41,7 @@ MCQ_TSV = "radvqa_mcq.tsv"
 OPEN_TSV = "radvqa_open.tsv"
 PARQUET_SHARD_ROWS = {True: 10_000, False: 500_000}  # rows per parquet file with / without image bytes
 ROW_GROUP = 1_000
+IMAGE_ROW_GROUP = 100  # as `datasets` writes image datasets: row groups stay small enough to page through
 METADATA_FIELDS = ("content_type", "correct_text", "is_abnormal", "location", "modality", "pathology", "question_id")
 Record = dict[str, Any]
 
@@ -337,6 +338,7 @@ def _export_parquet(
 
     benchmark = part.config == "benchmark"
     schema = parquet_schema(pa, benchmark)
+    row_group = IMAGE_ROW_GROUP if images is not None else ROW_GROUP
     total = _count_rows(part)
     shards = max(1, -(-total // shard_rows))
     folder = dest / part.config
@@ -368,9 +370,9 @@ def _export_parquet(
             data = images.read(record, where) if images is not None else None
             batch.append(_parquet_row(record, {"bytes": data, "path": record["image"]}, benchmark))
             seen += 1
-            if len(batch) >= ROW_GROUP:
+            if len(batch) >= row_group:
                 flush()
-                bar.update(ROW_GROUP)
+                bar.update(row_group)
         if writer is None:  # an empty split still gets its (empty) shard
             written.append(paths[0])
             tmp = temporary(paths[0])

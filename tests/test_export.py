@@ -333,3 +333,38 @@ def test_hf_parquet_without_pyarrow_names_the_extra(
         export_dataset(bench_dataset, tmp_path / "p", "hf-parquet")
     assert "radvqa[export]" in (error.value.hint or "")
     assert not (tmp_path / "p").exists()  # checked before anything is written
+
+
+class RecordingBar:
+    """A progress bar that remembers its total and every update."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc, self.updates = total, desc, []
+
+    def update(self, n: int = 1) -> None:
+        self.updates.append(n)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> RecordingBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("fmt", ["llava", "sharegpt", "hf-parquet", "vlmevalkit"])
+def test_export_reports_progress_up_to_its_total(bench_dataset: Path, tmp_path: Path, fmt: str) -> None:
+    bars: list[RecordingBar] = []
+
+    def progress(total: int, desc: str) -> RecordingBar:
+        bars.append(RecordingBar(total, desc))
+        return bars[-1]
+
+    result = export_dataset(bench_dataset, tmp_path / fmt, fmt, progress=progress)
+    (bar,) = bars
+    assert bar.desc == f"export {fmt}"
+    assert sum(bar.updates) == bar.total == result.records > 0
+    assert all(path.exists() for path in result.files)
+    assert not list((tmp_path / fmt).rglob(".*.tmp*"))
