@@ -101,6 +101,13 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default from config: 0).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default 1).")] = None,
     shard_size: Annotated[Optional[int], typer.Option(help="Records per JSONL shard.")] = None,
+    splits: Annotated[
+        Optional[Path], typer.Option("--splits", help="Split file from `radvqa split` (default: split now).")
+    ] = None,
+    benchmark_images: Annotated[Optional[int], typer.Option(help="Benchmark size (default 1000).")] = None,
+    normal_fraction: Annotated[
+        Optional[float], typer.Option(help="Share of normal benchmark images per region, at most 0.25.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous output in OUT.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -110,18 +117,62 @@ def generate(
     with _errors():
         if (root is None) == (not sample):
             raise typer.BadParameter("give a RadImageNet ROOT or --sample (not both)")
-        settings = _load_config(config, seed=seed, workers=workers, shard_size=shard_size)
+        settings = _load_config(
+            config, seed=seed, workers=workers, shard_size=shard_size, benchmark_images=benchmark_images,
+            normal_fraction=normal_fraction,
+        )
         tax = load_taxonomy(taxonomy)
         tpl = load_templates(templates)
         if root is None:
             result = generate_sample_dataset(out, settings, tax, tpl, overwrite, _progress(quiet))
         else:
-            result = generate_dataset(root, out, settings, tax, tpl, overwrite, _progress(quiet))
-        for warning in result.source.warnings:
+            result = generate_dataset(root, out, settings, tax, tpl, overwrite, _progress(quiet), splits)
+        for warning in result.warnings:
             _say(f"warning: {warning}")
         if not quiet:
             for line in result.lines():
                 _say(line)
+
+
+@app.command("split")
+def split_command(
+    root: Annotated[Path, typer.Argument(help="RadImageNet copy (folder holding radiology_ai/).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write (a .json report is written beside it).")],
+    stratify: Annotated[
+        bool, typer.Option("--stratify/--no-stratify", help="Stratified benchmark (default) or a plain random draw.")
+    ] = True,
+    benchmark_images: Annotated[
+        Optional[int], typer.Option(help="Benchmark size (default 1000, shrunk with a warning on small copies).")
+    ] = None,
+    normal_fraction: Annotated[
+        Optional[float], typer.Option(help="Share of normal images per region, at most 0.25 (default: by pool size).")
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default from config: 0).")] = None,
+    config: ConfigOpt = None,
+    taxonomy: TaxonomyOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing split file.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Assign every CT/MRI image to train, val, benchmark or test_pool and write the table."""
+    from dataclasses import replace
+
+    from .config import benchmark_settings
+    from .split import split_copy, write_splits
+
+    with _errors():
+        settings = _load_config(config, seed=seed, benchmark_images=benchmark_images, normal_fraction=normal_fraction)
+        if out.exists() and not overwrite:
+            raise RadVQAError(f"{out}: exists; pass --overwrite to replace it")
+        tax = load_taxonomy(taxonomy)
+        bench = replace(benchmark_settings(settings), stratify=stratify)
+        table, splits, report, warnings = split_copy(root, tax, settings.split_ratios, bench)
+        write_splits(out, table, splits, tax, report)
+        for warning in warnings + report.warnings:
+            _say(f"warning: {warning}")
+        if not quiet:
+            for line in report.lines():
+                _say(line)
+            _say(f"wrote {out}")
 
 
 @app.command("make-sample")
@@ -139,6 +190,81 @@ def make_sample(
         _say(f"wrote a sample RadImageNet copy to {dest}")
 
 
+@app.command()
+def evaluate(
+    benchmark: Annotated[
+        Path, typer.Argument(help="Benchmark JSONL file, or a dataset folder (uses benchmark/test-*.jsonl).")
+    ],
+    predictions: Annotated[Path, typer.Argument(help='JSONL of {"id": ..., "prediction": "free model output"}.')],
+    judge: Annotated[
+        Optional[str],
+        typer.Option("--judge", help="OpenAI-compatible base URL (e.g. http://localhost:8000/v1) to judge open answers."),
+    ] = None,
+    judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="Model name sent to the judge.")] = None,
+    judge_config: Annotated[
+        Optional[Path], typer.Option("--judge-config", help="Judge prompt and retry settings (see configs/judge.yaml).")
+    ] = None,
+    judge_cache: Annotated[
+        Optional[Path], typer.Option("--judge-cache", help="Judge verdict cache folder (default ~/.cache/radvqa/judge).")
+    ] = None,
+    taxonomy: Annotated[
+        Optional[Path],
+        typer.Option("--taxonomy", help="Taxonomy for answer synonyms (default: the dataset's manifest, else built-in)."),
+    ] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON here.")] = None,
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="Score questions without a prediction as wrong instead of failing.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar while the judge runs.")] = False,
+) -> None:
+    """Score a model's predictions on the benchmark: nine-column table, per region and modality."""
+    from .evaluate import evaluate as run_evaluate
+    from .writers import write_json
+
+    with _errors():
+        if (judge is None) != (judge_model is None):
+            raise typer.BadParameter("--judge and --judge-model go together")
+        scorer = None
+        if judge is not None and judge_model is not None:
+            from .judge import Judge, load_judge_settings
+
+            scorer = Judge(judge, judge_model, load_judge_settings(judge_config), judge_cache)
+        tax = load_taxonomy(taxonomy) if taxonomy is not None else None
+        report = run_evaluate(
+            benchmark, predictions, taxonomy=tax, judge=scorer, allow_missing=allow_missing, progress=_progress(quiet)
+        )
+        for line in report.lines():
+            typer.echo(line)
+        if json_out is not None:
+            write_json(json_out, report.to_dict())
+
+
+@app.command()
+def audit(
+    out: Annotated[Path, typer.Argument(help="Dataset folder made by `radvqa generate`.")],
+    max_gain: Annotated[
+        float, typer.Option("--max-gain", help="Points a text-only model may beat the no-information baseline by.")
+    ] = 5.0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON here.")] = None,
+    max_train: Annotated[
+        int,
+        typer.Option(
+            "--max-train", min=1, help="Train questions per slot to fit on (a fixed hash-chosen subset beyond)."
+        ),
+    ] = 50_000,
+) -> None:
+    """Text-only shortcut audit: exit 1 when a model without the image beats chance by > --max-gain."""
+    from .audit import audit_dataset
+    from .writers import write_json
+
+    with _errors():
+        report = audit_dataset(out, max_gain=max_gain, max_train=max_train)
+        for line in report.lines():
+            typer.echo(line)
+        if json_out is not None:
+            write_json(json_out, report.to_dict())
+        if not report.passed:
+            raise typer.Exit(1)
 # ---- export, stats (issue 6) ------------------------------------------------------------
 
 

@@ -10,8 +10,15 @@ from .errors import ConfigError
 from .resources import check_keys, default_path, load_yaml
 
 MATCHED = "matched"
-_TOP_KEYS = frozenset({"seed", "workers", "shard_size", "split_ratios", "distractors"})
+_TOP_KEYS = frozenset({"seed", "workers", "shard_size", "split_ratios", "distractors", "benchmark"})
 _DISTRACTOR_KEYS = frozenset({"no_pathology_option_rate"})
+_BENCHMARK_KEYS = {
+    "images": "benchmark_images",
+    "normal_fraction": "normal_fraction",
+    "region_cap": "region_cap",
+    "answer_cap": "answer_cap",
+    "check_images": "check_images",
+}
 SPLITS = ("train", "val", "test")
 
 
@@ -26,6 +33,11 @@ class Config:
         default_factory=lambda: {"train": 0.889, "val": 0.037, "test": 0.074}
     )
     no_pathology_option_rate: float | str = MATCHED
+    benchmark_images: int | None = None
+    normal_fraction: float | None = None
+    region_cap: float = 0.25
+    answer_cap: float = 0.25
+    check_images: bool = True
     source: str = "defaults"
 
     def with_overrides(self, **overrides: Any) -> Config:
@@ -68,6 +80,12 @@ def _from_mapping(data: dict[str, Any], where: str, base: Config | None = None) 
         check_keys(distractors, _DISTRACTOR_KEYS, f"{where}: distractors")
         if "no_pathology_option_rate" in distractors:
             values["no_pathology_option_rate"] = distractors["no_pathology_option_rate"]
+    if "benchmark" in data:
+        benchmark = data["benchmark"] or {}
+        if not isinstance(benchmark, dict):
+            raise ConfigError(f"{where}: benchmark must be a mapping")
+        check_keys(benchmark, set(_BENCHMARK_KEYS), f"{where}: benchmark")
+        values.update({_BENCHMARK_KEYS[k]: v for k, v in benchmark.items()})
     config = replace(base or Config(), source=where, **values)
     _check(config, where)
     return config
@@ -89,9 +107,31 @@ def _check(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: split_ratios must be non-negative numbers")
     if abs(sum(ratios.values()) - 1.0) > 1e-6:
         raise ConfigError(f"{where}: split_ratios must add up to 1 (they add up to {sum(ratios.values()):g})")
+    if config.benchmark_images is not None and (
+        not isinstance(config.benchmark_images, int) or config.benchmark_images < 1
+    ):
+        raise ConfigError(f"{where}: benchmark images must be a positive integer")
+    for key in ("normal_fraction", "region_cap", "answer_cap"):
+        value = getattr(config, key)
+        if value is not None and (not isinstance(value, (int, float)) or not 0 <= value <= 1):
+            raise ConfigError(f"{where}: benchmark {key} must be a number in [0, 1]")
     rate = config.no_pathology_option_rate
     if rate != MATCHED:
         if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:
             raise ConfigError(
                 f"{where}: distractors.no_pathology_option_rate must be 'matched' or a number in [0, 1], not {rate!r}"
             )
+
+
+def benchmark_settings(config: Config) -> Any:
+    """The benchmark selection settings of a config."""
+    from .split import BenchmarkSettings
+
+    return BenchmarkSettings(
+        images=config.benchmark_images,
+        normal_fraction=config.normal_fraction,
+        region_cap=config.region_cap,
+        answer_cap=config.answer_cap,
+        check_images=config.check_images,
+        seed=config.seed,
+    )

@@ -7,7 +7,7 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -17,16 +17,17 @@ import pandas as pd
 
 from . import __version__
 from .card import write_card
-from .config import Config
+from .config import Config, benchmark_settings
 from .generate import INSTRUCT_SLOTS, Plan, Slice, build_plan, render
 from .progress import NullProgress, ProgressBar
 from .sample import build_sample
-from .source import SourceReport, read_source
+from .source import SourceReport, locate, read_source
+from .split import BENCHMARK, balanced_letters, read_splits, select_benchmark
 from .taxonomy import Taxonomy
 from .templates import TemplateSet
 from .writers import OWNED, ShardInfo, prepare_output, shard_count, shard_name, write_json, write_shard
 
-CONFIGS = {"alignment": 1, "instruct": len(INSTRUCT_SLOTS)}  # records per image
+CONFIGS = {"alignment": 1, "instruct": len(INSTRUCT_SLOTS), "benchmark": len(INSTRUCT_SLOTS)}  # records per image
 TRAINING_SPLITS = ("train", "val")
 SAMPLE_FOLDER = "radimagenet-sample"
 _CHUNK = 4096  # lines per write
@@ -55,11 +56,24 @@ class GenerateResult:
     source: SourceReport
     records: dict[str, dict[str, int]]
     shards: list[ShardInfo] = field(default_factory=list)
+    benchmark: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings of the source reader and the benchmark selection."""
+        return self.source.warnings + list(self.benchmark.get("warnings", []))
 
     def lines(self) -> list[str]:
         """Human-readable summary."""
         out = self.source.lines()
+        if self.benchmark.get("per_region"):
+            out.append(
+                f"benchmark: {self.benchmark['images']} images, {self.benchmark['strata_covered']} of "
+                f"{self.benchmark['strata_in_pool']} strata, " + ", ".join(
+                    f"{k} {v}" for k, v in self.benchmark["per_region"].items()
+                )
+            )
         for config, splits in self.records.items():
             out.append(f"{config}: " + ", ".join(f"{s} {n}" for s, n in splits.items()) + " records")
         total = sum(n for splits in self.records.values() for n in splits.values())
@@ -166,6 +180,31 @@ def environment() -> dict[str, str]:
     }
 
 
+def choose_benchmark(
+    table: pd.DataFrame, taxonomy: Taxonomy, config: Config, root: Path, splits_file: Path | None
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
+    """Apply a saved split file, or run the default stratified split: (table, benchmark rows, report)."""
+    if splits_file is None:
+        rows, report = select_benchmark(table, taxonomy, benchmark_settings(config), locate(root).root)
+        return table, rows, report.to_dict()
+    saved, report_dict = read_splits(splits_file)
+    splits = table["image_id"].map(saved)
+    unknown = splits.isna()
+    table = table[~unknown].copy()
+    table["split"] = splits[~unknown].to_numpy()
+    rows = np.flatnonzero(table["split"].to_numpy() == BENCHMARK)
+    report = report_dict or {}
+    report = dict(report, splits_file=str(splits_file), images=len(rows))
+    warnings = list(report.get("warnings", []))
+    if unknown.any():
+        warnings.append(f"{int(unknown.sum())} images of the copy are not in {splits_file}; skipped")
+    missing = len(set(saved) - set(table["image_id"]))
+    if missing:
+        warnings.append(f"{missing} images of {splits_file} are not in the copy")
+    report["warnings"] = warnings
+    return table.reset_index(drop=True), rows, report
+
+
 def generate_dataset(
     root: Path,
     out: Path,
@@ -174,12 +213,14 @@ def generate_dataset(
     templates: TemplateSet,
     overwrite: bool = False,
     progress: Callable[[int, str], ProgressBar] | None = None,
+    splits_file: Path | None = None,
 ) -> GenerateResult:
-    """Generate alignment and instruct shards for every train/val image of the copy at ``root``."""
+    """Generate alignment and instruct shards for every train/val image and the benchmark."""
     started = time.perf_counter()
     out = Path(out)
     prepare_output(out, overwrite, check_only=True)
-    table, report = read_source(root, taxonomy, config.split_ratios)
+    table, report = read_source(root, taxonomy, config.split_ratios, with_sizes=splits_file is None)
+    table, benchmark_rows, benchmark = choose_benchmark(table, taxonomy, config, Path(root), splits_file)
     prepare_output(out, overwrite)
     plans: dict[str, Plan] = {}
     tasks: list[ShardTask] = []
@@ -188,14 +229,24 @@ def generate_dataset(
         rows = table[table["split"] == split]
         plans[split] = build_plan(taxonomy, templates, config, split, class_counts(rows, taxonomy))
         images = image_slice(rows)
-        for name, per_image in CONFIGS.items():
+        for name in ("alignment", "instruct"):
             (out / name).mkdir(exist_ok=True)
-            records[name][split] = len(images) * per_image
+            records[name][split] = len(images) * CONFIGS[name]
             tasks.extend(shard_tasks(name, split, images, config.shard_size, out))
+    bench = table.iloc[benchmark_rows]
+    plans["test"] = build_plan(taxonomy, templates, config, "test", class_counts(bench, taxonomy), "benchmark")
+    images = replace(
+        image_slice(bench),
+        anatomy_letter=balanced_letters(len(bench), config.seed, 1),
+        pathology_letter=balanced_letters(len(bench), config.seed, 2),
+    )
+    (out / "benchmark").mkdir(exist_ok=True)
+    records["benchmark"]["test"] = len(images) * CONFIGS["benchmark"]
+    tasks.extend(shard_tasks("benchmark", "test", images, max(1, records["benchmark"]["test"]), out))
     bar = progress(sum(t.count for t in tasks), "generate") if progress else NullProgress()
     with bar:
         shards = run_tasks(tasks, plans, config.workers, bar)
-    result = GenerateResult(out=out, source=report, records=records, shards=shards)
+    result = GenerateResult(out=out, source=report, records=records, shards=shards, benchmark=benchmark)
     manifest = build_manifest(root, config, taxonomy, templates, result)
     write_card(out, manifest)
     write_json(out / "manifest.json", manifest)
@@ -226,7 +277,7 @@ def build_manifest(
         split: {"caption": result.records["alignment"][split]}
         | {slot: result.records["instruct"][split] // len(INSTRUCT_SLOTS) for slot in INSTRUCT_SLOTS}
         for split in TRAINING_SPLITS
-    }
+    } | {"test": {slot: result.records["benchmark"]["test"] // len(INSTRUCT_SLOTS) for slot in INSTRUCT_SLOTS}}
     return {
         "format": "radvqa-dataset",
         "format_version": 1,
@@ -238,5 +289,6 @@ def build_manifest(
         "templates": {"sources": templates.sources, "sha256": templates.sha256},
         "records": result.records,
         "slots": slots,
+        "benchmark": result.benchmark,
         "shards": [s.to_dict() for s in result.shards],
     }

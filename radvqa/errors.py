@@ -46,6 +46,14 @@ class MissingDependencyError(RadVQAError):
     """An optional back-end is not installed; the message names the extra to install."""
 
 
+class EvaluateError(RadVQAError):
+    """A benchmark, predictions or dataset file cannot be scored or audited."""
+
+
+class JudgeError(RadVQAError):
+    """The LLM judge endpoint failed, answered malformed data, or its config is wrong."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest choice, or '' when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

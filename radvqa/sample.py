@@ -43,6 +43,14 @@ def png_bytes(seed: int, size: int = 16, blank: bool = False) -> bytes:
     return buffer.getvalue()
 
 
+_TINY_PNG = png_bytes(0, size=2)
+
+
+def placeholder_png(serial: int) -> bytes:
+    """A 2x2 PNG made distinct by trailing bytes (decoders ignore them): fast for big test copies."""
+    return _TINY_PNG + serial.to_bytes(8, "little")
+
+
 def split_of(position: int, count: int) -> str:
     """Deterministic per-class split: the last ~20% test, the ~10% before val, at least one each."""
     n_test = max(1, round(count * 0.2))

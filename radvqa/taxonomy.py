@@ -143,6 +143,13 @@ def load_taxonomy(path: Path | str | None = None) -> Taxonomy:
     return _build(doc.data, doc.source, doc.sha256)
 
 
+def taxonomy_from_dict(data: dict[str, Any], source: str, sha256: str = "") -> Taxonomy:
+    """Validate a taxonomy already parsed from YAML (e.g. the copy recorded in a manifest)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a taxonomy mapping")
+    return _build(data, source, sha256)
+
+
 def _as_str_list(value: Any, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: expected a list of names")

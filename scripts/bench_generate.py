@@ -1,8 +1,8 @@
 """Benchmark `radvqa generate` on a full-scale RadImageNet-shaped copy.
 
 Builds a copy with the real class imbalance (scripts/radimagenet_counts.csv: 833,676 CT/MRI
-images) in a temporary folder, with tiny distinct placeholder files (generation never decodes
-pixels), then times `radvqa generate` for each worker count and prints wall time, records per
+images) in a temporary folder, with tiny distinct placeholder PNGs (generation decodes only
+the benchmark candidates), then times `radvqa generate` for each worker count and prints wall time, records per
 second and peak memory (max RSS of any process of the run).
 
     python scripts/bench_generate.py                 # full scale, --workers 1 and 2
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from radvqa.sample import write_copy
+from radvqa.sample import placeholder_png, write_copy
 from radvqa.taxonomy import load_taxonomy
 
 COUNTS = Path(__file__).with_name("radimagenet_counts.csv")
@@ -37,11 +37,6 @@ def class_counts(scale: float) -> dict[int, int]:
         assert cls is not None, row
         counts[cls.index] = max(3, round(int(row["count"]) * scale))
     return counts
-
-
-def placeholder(serial: int) -> bytes:
-    """Distinct tiny file content (not a decodable image; generate never reads pixels)."""
-    return b"radvqa-bench-" + serial.to_bytes(8, "little")
 
 
 def run(cmd: list[str]) -> tuple[float, float]:
@@ -68,7 +63,7 @@ def main() -> None:
         if not (root / "RadiologyAI_train.csv").exists():
             start = time.perf_counter()
             counts = class_counts(args.scale)
-            write_copy(root, load_taxonomy(), counts, image_bytes=placeholder, quirks=False)
+            write_copy(root, load_taxonomy(), counts, image_bytes=placeholder_png, quirks=False)
             print(f"built copy: {sum(counts.values()):,} images in {time.perf_counter() - start:.1f} s")
         for workers in (int(w) for w in args.workers.split(",")):
             out = tmp / f"out-{workers}"

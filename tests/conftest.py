@@ -76,8 +76,8 @@ def shaped_counts(taxonomy: Taxonomy, scale: float) -> dict[int, int]:
 @pytest.fixture(scope="session")
 def shaped_copy(tmp_path_factory: pytest.TempPathFactory, taxonomy: Taxonomy) -> Path:
     """A RadImageNet-shaped copy with the real class imbalance at 1% scale (~9k images)."""
-    from radvqa.sample import write_copy
+    from radvqa.sample import placeholder_png, write_copy
 
     root = tmp_path_factory.mktemp("shaped-copy")
-    write_copy(root, taxonomy, shaped_counts(taxonomy, 0.01), image_bytes=lambda i: b"img%d" % i, quirks=False)
+    write_copy(root, taxonomy, shaped_counts(taxonomy, 0.01), image_bytes=placeholder_png, quirks=False)
     return root

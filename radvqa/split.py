@@ -1,0 +1,436 @@
+"""The stratified, duplicate-aware benchmark split (SPEC section 5).
+
+Benchmark images come only from the test split. Strata are modality x region x pathology
+(the RadImageNet classes). The rule, applied with largest-remainder rounding at each level:
+
+1. every stratum present in the test pool gets at least one image;
+2. the budget is shared over regions, over answers (pathologies, or normal) within a region,
+   and over strata within an answer, in proportion to the square root of the pool size
+   (rare findings get more than their share so they can be measured, common ones less);
+3. no region holds more than 25% of the benchmark and no answer more than 25% of its
+   region, so "pick the biggest class" cannot beat chance without the image; a cap is relaxed
+   only when the pool cannot meet it, with a warning;
+4. with ``normal_fraction`` each region's normal images are fixed to that share;
+5. within a stratum, images are taken in a seeded random order; a candidate that is blank,
+   unreadable, or byte-identical to an image in train/val or under another pathology is
+   skipped (file sizes are compared first, only size-mates of candidates are hashed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from . import streams
+from .errors import SplitError
+from .taxonomy import Taxonomy
+
+BENCHMARK, TEST_POOL = "benchmark", "test_pool"
+_PURPOSE = 7  # stream tag for the benchmark draw
+_MAX_ROUNDS = 50
+RULE = (
+    "every test-pool stratum (modality x region x pathology) gets one image; the rest is shared "
+    "over regions, then answers, then strata in proportion to the square root of the pool size; "
+    "no region above {region_cap:.0%} of the benchmark, no answer above {answer_cap:.0%} of its region; "
+    "images drawn in a seeded order, skipping blank, unreadable and duplicated files"
+)
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """What to select: ``images`` None means the default (1,000, shrunk to what the pool has)."""
+
+    images: int | None = None
+    normal_fraction: float | None = None
+    region_cap: float = 0.25
+    answer_cap: float = 0.25
+    check_images: bool = True
+    stratify: bool = True
+    seed: int = 0
+    default_images: int = 1000
+
+
+@dataclass
+class SplitReport:
+    """Figures of a benchmark selection (printed by ``radvqa split``, kept in the manifest)."""
+
+    rule: str = ""
+    requested: int = 0
+    images: int = 0
+    seed: int = 0
+    test_pool: int = 0
+    strata_in_pool: int = 0
+    strata_covered: int = 0
+    per_region: dict[str, int] = field(default_factory=dict)
+    per_modality: dict[str, int] = field(default_factory=dict)
+    normal_share: float = 0.0
+    duplicates_excluded: int = 0
+    blank_excluded: int = 0
+    unreadable_excluded: int = 0
+    examples: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """Human-readable report."""
+        return [
+            f"benchmark: {self.images} images (asked {self.requested}) from a test pool of {self.test_pool}",
+            f"strata covered: {self.strata_covered} of {self.strata_in_pool} in the test pool",
+            "per region: " + ", ".join(f"{k} {v}" for k, v in self.per_region.items()),
+            "per modality: " + ", ".join(f"{k} {v}" for k, v in self.per_modality.items()),
+            f"normal share: {self.normal_share:.1%}",
+            f"excluded candidates: {self.duplicates_excluded} duplicated, {self.blank_excluded} blank, "
+            f"{self.unreadable_excluded} unreadable",
+            f"rule: {self.rule}",
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for manifests and sidecar files."""
+        return asdict(self)
+
+
+def allocate(total: int, weights: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Integers in [lower, upper] summing to ``total``, as close to proportional to ``weights`` as the bounds allow."""
+    weights = np.asarray(weights, dtype=np.float64)
+    lower = np.asarray(lower, dtype=np.int64)
+    upper = np.asarray(upper, dtype=np.int64)
+    if lower.sum() > total or upper.sum() < total or (lower > upper).any():
+        raise ValueError("allocation bounds cannot meet the total")
+    if len(weights) == 1 or lower.sum() == total or upper.sum() == total:
+        return lower if lower.sum() == total else upper if upper.sum() == total else np.array([total])
+    positive = weights > 0
+    low, high = 0.0, float(np.max(np.where(positive, upper / np.where(positive, weights, 1), 0.0))) + 1.0
+    lower_f, upper_f = lower.astype(np.float64), upper.astype(np.float64)
+    for _ in range(60):
+        mid = (low + high) / 2
+        if np.minimum(np.maximum(mid * weights, lower_f), upper_f).sum() < total:
+            low = mid
+        else:
+            high = mid
+    exact = np.minimum(np.maximum(high * weights, lower_f), upper_f)
+    result = np.clip(np.floor(exact).astype(np.int64), lower, upper)
+    remainder = exact - result
+    while result.sum() < total:
+        room = result < upper
+        order = sorted(np.flatnonzero(room), key=lambda i: (-remainder[i], i))
+        for i in order[: total - result.sum()]:
+            result[i] += 1
+            remainder[i] = -1.0
+    while result.sum() > total:  # cannot happen with exact bisection, kept for safety
+        i = max(np.flatnonzero(result > lower), key=lambda j: (result[j] - exact[j], j))
+        result[i] -= 1
+    return result
+
+
+@dataclass
+class _Checker:
+    """Blank/unreadable/duplicate checks for candidates, cached; only size-mates are hashed."""
+
+    table: pd.DataFrame
+    data_root: Path
+    check_images: bool
+    by_size: dict[int, list[int]]
+    digests: dict[int, bytes] = field(default_factory=dict)
+    verdicts: dict[int, str] = field(default_factory=dict)
+
+    def digest(self, row: int) -> bytes:
+        if row not in self.digests:
+            path = self.data_root / self.table["image"].iat[row]
+            self.digests[row] = hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+        return self.digests[row]
+
+    def verdict(self, row: int) -> str:
+        """'' when the candidate may enter the benchmark, else the reason it may not."""
+        if row not in self.verdicts:
+            self.verdicts[row] = self._image_problem(row) or self._duplicate(row)
+        return self.verdicts[row]
+
+    def _image_problem(self, row: int) -> str:
+        if not self.check_images:
+            return ""
+        path = self.data_root / self.table["image"].iat[row]
+        try:
+            with Image.open(path) as image:
+                extrema = image.getextrema()
+        except (OSError, UnidentifiedImageError, ValueError):
+            return "unreadable"
+        bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
+        return "blank" if all(low == high for low, high in bands) else ""
+
+    def _duplicate(self, row: int) -> str:
+        mates = [m for m in self.by_size.get(int(self.table["size"].iat[row]), []) if m != row]
+        if not mates:
+            return ""
+        mine = self.digest(row)
+        twins = [m for m in mates if self.digest(m) == mine]
+        splits, classes, ids = self.table["split"], self.table["class_index"], self.table["image_id"]
+        for twin in twins:
+            if splits.iat[twin] != "test" or classes.iat[twin] != classes.iat[row]:
+                return f"duplicate of {ids.iat[twin]}"
+        if twins and min(ids.iat[t] for t in twins) < ids.iat[row]:
+            return f"duplicate of {min(ids.iat[t] for t in twins)}"
+        return ""
+
+
+def _allocate_with_caps(
+    total: int, weights: np.ndarray, lower: np.ndarray, pool: np.ndarray, cap: int, what: str, warnings: list[str]
+) -> np.ndarray:
+    upper = np.maximum(np.minimum(pool, cap), lower)
+    if upper.sum() < total:
+        warnings.append(f"{what}: the test pool cannot meet the cap of {cap} images; cap relaxed")
+        upper = np.maximum(pool, lower)
+    return allocate(total, weights, lower, upper)
+
+
+def _plan_counts(
+    counts: np.ndarray, taxonomy: Taxonomy, size: int, settings: BenchmarkSettings, warnings: list[str]
+) -> np.ndarray:
+    """Images to take per class for a benchmark of ``size`` images."""
+    classes = taxonomy.classes
+    regions = list(taxonomy.regions)
+    present = counts > 0
+    region_of = np.array([regions.index(c.region) for c in classes])
+    region_pool = np.bincount(region_of, weights=counts, minlength=len(regions))
+    region_strata = np.bincount(region_of, weights=present, minlength=len(regions)).astype(np.int64)
+    per_region = _allocate_with_caps(
+        size, np.sqrt(region_pool), region_strata, region_pool.astype(np.int64),
+        int(np.floor(settings.region_cap * size)), "region cap", warnings,
+    )
+    take = np.zeros(len(classes), dtype=np.int64)
+    for r, region in enumerate(regions):
+        budget = int(per_region[r])
+        if budget == 0:
+            continue
+        members = np.flatnonzero((region_of == r) & present)
+        answers = sorted({classes[i].pathology for i in members})
+        answer_of = np.array([answers.index(classes[i].pathology) for i in members])
+        pool = np.bincount(answer_of, weights=counts[members], minlength=len(answers)).astype(np.int64)
+        strata = np.bincount(answer_of, minlength=len(answers)).astype(np.int64)
+        cap = int(np.floor(settings.answer_cap * budget))
+        name = taxonomy.regions[region].name
+        normal = answers.index(taxonomy.normal_folder) if taxonomy.normal_folder in answers else -1
+        if settings.normal_fraction is not None and normal >= 0:
+            others = np.arange(len(answers)) != normal
+            want = int(round(settings.normal_fraction * budget))
+            fixed = int(np.clip(want, strata[normal], min(pool[normal], budget - strata[others].sum())))
+            per_answer = np.zeros(len(answers), dtype=np.int64)
+            per_answer[normal] = fixed
+            if others.any():
+                per_answer[others] = _allocate_with_caps(
+                    budget - fixed, np.sqrt(pool[others]), strata[others], pool[others], cap,
+                    f"answer cap in {name}", warnings,
+                )
+        else:
+            per_answer = _allocate_with_caps(
+                budget, np.sqrt(pool), strata, pool, cap, f"answer cap in {name}", warnings
+            )
+        for a in range(len(answers)):
+            in_answer = members[answer_of == a]
+            take[in_answer] = allocate(
+                int(per_answer[a]), np.sqrt(counts[in_answer]), np.ones(len(in_answer)), counts[in_answer]
+            )
+    return take
+
+
+def select_benchmark(
+    table: pd.DataFrame, taxonomy: Taxonomy, settings: BenchmarkSettings, data_root: Path
+) -> tuple[np.ndarray, SplitReport]:
+    """Row indices of the benchmark images (sorted by image id) and the report.
+
+    ``table`` needs image, image_id, split, class_index, key and size columns; ``data_root``
+    is the folder the ``image`` paths are relative to.
+    """
+    report = SplitReport(
+        rule=RULE.format(region_cap=settings.region_cap, answer_cap=settings.answer_cap), seed=settings.seed
+    )
+    if settings.normal_fraction is not None and not 0 <= settings.normal_fraction <= settings.answer_cap:
+        raise SplitError(
+            f"--normal-fraction {settings.normal_fraction} is outside [0, {settings.answer_cap}]: above "
+            f"{settings.answer_cap:.0%} 'normal' would be a text-only cue (the per-answer cap)"
+        )
+    test_rows = np.flatnonzero(table["split"].to_numpy() == "test")
+    report.test_pool = len(test_rows)
+    classes = table["class_index"].to_numpy()
+    order = np.argsort(streams.image_keys(table["key"].to_numpy()[test_rows], settings.seed, _PURPOSE), kind="stable")
+    ranked = test_rows[order]
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for row, size in enumerate(table["size"].tolist()):
+        by_size[size].append(row)
+    checker = _Checker(table, data_root, settings.check_images, by_size)
+    excluded: set[int] = set()
+    for _ in range(_MAX_ROUNDS):
+        eligible = [row for row in ranked if row not in excluded]
+        counts = np.bincount(classes[eligible], minlength=len(taxonomy.classes)).astype(np.int64)
+        size, shrunk = _benchmark_size(settings, counts, taxonomy, report)
+        warnings = [shrunk] if shrunk else []
+        if settings.stratify:
+            take = _plan_counts(counts, taxonomy, size, settings, warnings)
+            chosen, left = [], take.copy()
+            for row in eligible:
+                if left[classes[row]] > 0:
+                    left[classes[row]] -= 1
+                    chosen.append(row)
+        else:
+            chosen = eligible[:size]
+        rejected = [row for row in chosen if checker.verdict(row)]
+        if not rejected:
+            break
+        excluded.update(rejected)
+    else:
+        raise SplitError("could not find enough usable benchmark images (too many blank or duplicated files)")
+    report.warnings.extend(warnings)
+    chosen_rows = np.array(sorted(chosen, key=lambda r: table["image_id"].iat[r]), dtype=np.int64)
+    _fill_report(report, table, taxonomy, chosen_rows, counts, checker)
+    return chosen_rows, report
+
+
+def _benchmark_size(
+    settings: BenchmarkSettings, counts: np.ndarray, taxonomy: Taxonomy, report: SplitReport
+) -> tuple[int, str]:
+    """The number of images to select, and a warning when the default had to shrink."""
+    available, strata = int(counts.sum()), int((counts > 0).sum())
+    report.strata_in_pool = strata
+    if settings.images is not None:
+        report.requested = settings.images
+        if settings.images > available:
+            raise SplitError(
+                f"asked for {settings.images} benchmark images but the test pool has only {available} usable images"
+            )
+        if settings.stratify and settings.images < strata:
+            raise SplitError(
+                f"{settings.images} benchmark images cannot cover the {strata} strata of the test pool; "
+                f"ask for at least {strata}"
+            )
+        return settings.images, ""
+    report.requested = settings.default_images
+    if available >= settings.default_images:
+        return settings.default_images, ""
+    size = _largest_within_caps(counts, taxonomy, settings, available, strata)
+    return size, (
+        f"the test pool has only {available} usable images: benchmark shrunk from {settings.default_images} "
+        f"to {size}, the largest that keeps every stratum and the caps"
+    )
+
+
+def _largest_within_caps(
+    counts: np.ndarray, taxonomy: Taxonomy, settings: BenchmarkSettings, available: int, strata: int
+) -> int:
+    """The largest benchmark size the pool can fill without relaxing a cap (all of it if none can)."""
+
+    def within_caps(size: int) -> bool:
+        warnings: list[str] = []
+        _plan_counts(counts, taxonomy, size, settings, warnings)
+        return not warnings
+
+    if not settings.stratify or within_caps(available):
+        return available
+    low, high = strata, available  # caps tighten as the size grows beyond what small strata allow
+    if not within_caps(low):
+        return available
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if within_caps(middle) else (low, middle)
+    return low
+
+
+def _fill_report(
+    report: SplitReport, table: pd.DataFrame, taxonomy: Taxonomy, rows: np.ndarray, pool: np.ndarray,
+    checker: _Checker,
+) -> None:
+    classes = [taxonomy.classes[i] for i in table["class_index"].to_numpy()[rows]]
+    report.images = len(rows)
+    report.strata_covered = len({c.index for c in classes})
+    per_region: dict[str, int] = defaultdict(int)
+    per_modality: dict[str, int] = defaultdict(int)
+    for c in classes:
+        per_region[c.region_name] += 1
+        per_modality[c.modality_name] += 1
+    report.per_region = dict(sorted(per_region.items()))
+    report.per_modality = dict(sorted(per_modality.items()))
+    report.normal_share = sum(not c.is_abnormal for c in classes) / len(classes) if classes else 0.0
+    reasons = [v for v in checker.verdicts.values() if v]
+    report.duplicates_excluded = sum(v.startswith("duplicate") for v in reasons)
+    report.blank_excluded = reasons.count("blank")
+    report.unreadable_excluded = reasons.count("unreadable")
+    ids = table["image_id"]
+    report.examples = [f"{ids.iat[r]}: {v}" for r, v in sorted(checker.verdicts.items()) if v][:5]
+
+
+def stratum_labels(table: pd.DataFrame, taxonomy: Taxonomy) -> list[str]:
+    """'modality / region / pathology' of each row, in display names."""
+    names = [f"{c.modality_name} / {c.region_name} / {c.pathology_name}" for c in taxonomy.classes]
+    return [names[i] for i in table["class_index"].tolist()]
+
+
+def assign_splits(table: pd.DataFrame, benchmark_rows: np.ndarray) -> np.ndarray:
+    """train / val / benchmark / test_pool for every row."""
+    splits = table["split"].to_numpy().astype(object)
+    splits = np.where(splits == "test", TEST_POOL, splits)
+    splits[benchmark_rows] = BENCHMARK
+    return splits
+
+
+def balanced_letters(count: int, seed: int, purpose: int) -> np.ndarray:
+    """Correct-letter positions 0-3, each used count/4 times (up to rounding), in seeded order."""
+    rng = np.random.default_rng([seed, purpose])
+    return rng.permutation(np.arange(count) % 4)
+
+
+def write_splits(path: Path, table: pd.DataFrame, splits: np.ndarray, taxonomy: Taxonomy, report: SplitReport) -> None:
+    """Write the split table (image, split, stratum, ...) and its report beside it (``.json``)."""
+    from .writers import write_bytes_atomic, write_json
+
+    frame = pd.DataFrame(
+        {
+            "image_id": table["image_id"],
+            "image": table["image"],
+            "split": splits,
+            "stratum": stratum_labels(table, taxonomy),
+            "label": [taxonomy.classes[i].label for i in table["class_index"].tolist()],
+        }
+    )
+    write_bytes_atomic(Path(path), frame.to_csv(index=False).encode())
+    write_json(report_path(path), report.to_dict())
+
+
+def report_path(path: Path) -> Path:
+    """Where the report of a split file lives: ``splits.csv`` -> ``splits.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def read_splits(path: Path) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """Image id -> split from a saved split file, and its report when the sidecar exists."""
+    import orjson
+
+    try:
+        frame = pd.read_csv(path, dtype=object, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise SplitError(f"{path}: cannot read split file ({exc})")
+    for column in ("image_id", "split"):
+        if column not in frame.columns:
+            raise SplitError(f"{path}: no '{column}' column (write it with `radvqa split`)")
+    known = {"train", "val", BENCHMARK, TEST_POOL}
+    bad = frame.loc[~frame["split"].isin(list(known)), "split"]
+    if len(bad):
+        row = int(bad.index[0]) + 2
+        raise SplitError(f"{path}: row {row}: unknown split '{bad.iloc[0]}' (expected one of {sorted(known)})")
+    sidecar = report_path(path)
+    report = orjson.loads(sidecar.read_bytes()) if sidecar.exists() else None
+    return dict(zip(frame["image_id"].tolist(), frame["split"].tolist())), report
+
+
+def split_copy(
+    root: Path, taxonomy: Taxonomy, split_ratios: dict[str, float], settings: BenchmarkSettings
+) -> tuple[pd.DataFrame, np.ndarray, SplitReport, list[str]]:
+    """Read a copy and assign every image: (table, splits, report, reader warnings)."""
+    from .source import locate, read_source
+
+    table, source_report = read_source(root, taxonomy, split_ratios, with_sizes=True)
+    rows, report = select_benchmark(table, taxonomy, settings, locate(root).root)
+    return table, assign_splits(table, rows), report, source_report.warnings

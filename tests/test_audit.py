@@ -1,0 +1,149 @@
+"""radvqa audit: a fair generated dataset passes, a deliberately biased copy fails."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from test_evaluate import read, write
+from typer.testing import CliRunner
+
+from radvqa import audit as audit_module
+from radvqa.audit import AUDIT_SLOTS, _compare, audit_dataset
+from radvqa.cli import app
+from radvqa.config import Config
+from radvqa.dataset import generate_dataset
+from radvqa.errors import EvaluateError, MissingDependencyError
+from radvqa.sample import write_copy
+from radvqa.taxonomy import Taxonomy
+from radvqa.templates import TemplateSet
+
+runner = CliRunner()
+IMAGES_PER_REGION = 400
+
+
+@pytest.fixture(scope="module")
+def fair_dataset(
+    tmp_path_factory: pytest.TempPathFactory, taxonomy: Taxonomy, templates: TemplateSet, config: Config
+) -> Path:
+    """A generated dataset whose regions hold equal image shares.
+
+    With every region under a quarter of the images and every class under a quarter of its
+    region, the generator can match every option and closed name exactly, so a text-only model
+    has nothing to learn: the audit must pass.
+    """
+    root = tmp_path_factory.mktemp("fair-copy")
+    per_region = Counter(c.region for c in taxonomy.classes)
+    counts = {c.index: max(5, round(IMAGES_PER_REGION / per_region[c.region])) for c in taxonomy.classes}
+    write_copy(root, taxonomy, counts, quirks=False)
+    out = tmp_path_factory.mktemp("fair-dataset") / "out"
+    generate_dataset(root, out, config, taxonomy, templates)
+    return out
+
+
+def rewrite(dataset: Path, dest: Path, change: Any) -> Path:
+    """Copy a dataset, passing every instruct and benchmark record through ``change``."""
+    shutil.copytree(dataset, dest)
+    for path in sorted(dest.glob("instruct/*.jsonl")) + sorted(dest.glob("benchmark/*.jsonl")):
+        write(path, [change(r) for r in read(path)])
+    return dest
+
+
+def answer_in_a(record: dict[str, Any]) -> dict[str, Any]:
+    """Move the right option of every multiple-choice question to position A."""
+    if record["question_type"] != "multiple_choice":
+        return record
+    choices = list(record["choices"])
+    right = choices.pop("ABCD".index(record["answer"]))
+    choices.insert(0, right)
+    stem = record["question"].split("\n")[0]
+    question = "\n".join([stem] + [f"{L}. {c}" for L, c in zip("ABCD", choices)])
+    return record | {"choices": choices, "answer": "A", "question": question}
+
+
+def test_fair_generated_dataset_passes(fair_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "audit.json"
+    result = runner.invoke(app, ["audit", str(fair_dataset), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.output
+    report = orjson.loads(out.read_bytes())
+    assert report["passed"] is True
+    assert set(report["slots"]) == set(AUDIT_SLOTS)
+    for slot, entry in report["slots"].items():
+        for name, model in entry["models"].items():
+            assert model["gain"] <= report["max_gain"], (slot, name, model)
+    assert report["slots"]["anatomy_mc"]["baseline"] == 25.0
+    assert report["slots"]["pathology_closed"]["baseline"] == 50.0
+    assert set(report["slots"]["pathology_mc"]["models"]) == {"prior", "bow", "longest", "frequent", "option_lr"}
+
+
+def test_answer_always_in_position_a_fails(fair_dataset: Path, tmp_path: Path) -> None:
+    biased = rewrite(fair_dataset, tmp_path / "biased", answer_in_a)
+    out = tmp_path / "audit.json"
+    result = runner.invoke(app, ["audit", str(biased), "--json", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "SHORTCUT anatomy_mc" in result.output and "SHORTCUT pathology_mc" in result.output
+    report = orjson.loads(out.read_bytes())
+    assert report["passed"] is False
+    assert report["slots"]["anatomy_mc"]["models"]["prior"]["accuracy"] == 100.0
+    assert report["slots"]["pathology_closed"]["passed"] is True  # only multiple choice was biased
+    assert audit_dataset(biased, max_gain=100).passed  # --max-gain is the threshold
+
+
+def test_closed_wording_that_gives_the_answer_away_fails(fair_dataset: Path, tmp_path: Path) -> None:
+    def leak(record: dict[str, Any]) -> dict[str, Any]:
+        if record["slot"] == "pathology_closed_no":
+            return record | {"question": record["question"].rstrip("?") + " at all?"}
+        return record
+
+    report = audit_dataset(rewrite(fair_dataset, tmp_path / "leaky", leak))
+    closed = next(s for s in report.slots if s.slot == "pathology_closed")
+    assert not closed.passed
+    assert closed.models["bow"].flagged and closed.models["bow"].accuracy > 90
+    assert not closed.models["prior"].flagged  # the prior cannot see wording
+
+
+def test_a_gain_must_exceed_max_gain_and_be_significant() -> None:
+    right = np.array([True] * 40 + [False] * 60)  # 40% against a 25% baseline on 100 questions
+    result = _compare(right, None, 25.0, max_gain=5.0, z=3.0)
+    assert result.gain == pytest.approx(15.0)
+    assert result.se == pytest.approx(100 * (0.25 * 0.75 / 100) ** 0.5)
+    assert result.flagged  # z = 3.46
+    assert not _compare(right, None, 25.0, max_gain=20.0, z=3.0).flagged  # within max-gain
+    small = np.array([True] * 4 + [False] * 6)  # the same 40% on 10 questions is noise
+    assert not _compare(small, None, 25.0, max_gain=5.0, z=3.0).flagged
+    # Against a learned baseline only the questions where the two disagree count (McNemar).
+    baseline = np.array([True] * 30 + [False] * 70)
+    paired = _compare(right, baseline, 30.0, max_gain=5.0, z=3.0)
+    assert paired.se == pytest.approx(100 * 10**0.5 / 100)
+    assert paired.flagged  # 10 more right, none fewer: z = 3.16
+
+
+def test_audit_needs_a_dataset_folder(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["audit", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no instruct/train-" in result.output
+    with pytest.raises(EvaluateError, match="not a dataset folder"):
+        audit_dataset(tmp_path / "nope")
+
+
+def test_missing_scikit_learn_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_sklearn(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "sklearn" or name.startswith("sklearn."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    assert audit_module.is_available() is False
+    with pytest.raises(MissingDependencyError) as info:
+        audit_dataset(tmp_path)
+    assert "radvqa[audit]" in str(info.value.hint)
