@@ -156,6 +156,17 @@ def _slots_table(manifest: dict[str, Any], stats: DatasetStats | None) -> list[s
     return lines
 
 
+def _show(value: Any) -> str:
+    """A manifest figure as one readable line."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_show(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return "; ".join(_show(v) for v in value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _benchmark_section(manifest: dict[str, Any], stats: DatasetStats | None) -> list[str]:
     info = manifest.get("benchmark")
     has_benchmark = info is not None or (stats is not None and any(c == "benchmark" for c, _ in stats.records))
@@ -167,11 +178,10 @@ def _benchmark_section(manifest: dict[str, Any], stats: DatasetStats | None) -> 
         ]
     if isinstance(info, dict):
         rule = info.get("rule")
-        lines += [str(rule) if rule else _BENCHMARK_RULE, ""]
+        lines += ["Selection rule: " + (str(rule) if rule else _BENCHMARK_RULE), ""]
         figures = {k: v for k, v in info.items() if k != "rule"}
         for key, value in figures.items():
-            shown = value if isinstance(value, (str, int, float, bool)) else orjson.dumps(value).decode()
-            lines.append(f"- **{key}**: {shown}")
+            lines.append(f"- **{key.replace('_', ' ')}**: {_show(value)}")
         if figures:
             lines.append("")
     else:

@@ -84,17 +84,34 @@ def test_card_states_source_settings_counts_license_and_citation(bench_dataset: 
 
 def test_card_reads_the_benchmark_rule_from_the_manifest(bench_dataset: Path) -> None:
     manifest = load_manifest(bench_dataset) | {
-        "benchmark": {"rule": "Take one image per class, then fill by largest remainder.", "images": 151}
+        "benchmark": {
+            "rule": "Take one image per class, then fill by largest remainder.",
+            "images": 151,
+            "per_region": {"knee": 3, "hip": 2},
+            "normal_share": 0.0625,
+        }
     }
     stats = compute_stats(bench_dataset, manifest, configs=("alignment", "benchmark"))
     card = render_card(manifest, stats, parts=dataset_parts(bench_dataset, manifest))
     section = card.split("## Benchmark")[1]
-    assert "Take one image per class, then fill by largest remainder." in section
+    assert "Selection rule: Take one image per class, then fill by largest remainder." in section
     assert "- **images**: 151" in section
+    assert "- **per region**: knee 3, hip 2" in section
+    assert "- **normal share**: 0.0625" in section
 
 
-def test_card_without_benchmark_states_the_rule(sample_dataset: Path) -> None:
-    card = (sample_dataset / "README.md").read_text()
+def test_card_without_benchmark_states_the_rule(bench_dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(bench_dataset, out)
+    shutil.rmtree(out / "benchmark")
+    manifest = load_manifest(out)
+    manifest["records"].pop("benchmark", None)
+    manifest["slots"].pop("test", None)
+    manifest.pop("benchmark", None)
+    write_card(out, manifest)
+    card = (out / "README.md").read_text()
     assert "This dataset has no benchmark config" in card
     assert [c["config_name"] for c in front_matter(card)["configs"]] == ["alignment", "instruct"]
 

@@ -255,10 +255,17 @@ def test_vlmevalkit_tsvs_decode_and_match_the_benchmark(bench_dataset: Path, tmp
     assert sum(len(r["image"]) <= 64 for r in mcq) > len(mcq) // 2
 
 
-def test_vlmevalkit_needs_a_benchmark(sample_dataset: Path, tmp_path: Path) -> None:
-    code, output = run("export", sample_dataset, "-f", "vlmevalkit", "-o", tmp_path / "v")
-    assert code == 1
-    assert "no benchmark" in output
+def test_vlmevalkit_needs_a_benchmark(bench_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(bench_dataset, out)
+    shutil.rmtree(out / "benchmark")
+    code, output = run("export", out, "-f", "vlmevalkit", "-o", tmp_path / "v")
+    assert code == 1 and "no test-*.jsonl shards, but the manifest lists" in output
+    manifest = load_manifest(out)
+    manifest["records"].pop("benchmark")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    code, output = run("export", out, "-f", "vlmevalkit", "-o", tmp_path / "v")
+    assert code == 1 and "no benchmark (benchmark/test-*.jsonl) to export" in output
 
 
 # ---------------------------------------------------------------- errors and safety
