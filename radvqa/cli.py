@@ -341,6 +341,78 @@ def stats(
             _say(f"wrote {written.markdown} and {len(written.charts)} charts")
 
 
+# --- ingest-dicom ----------------------------------------------------------------------------
+
+
+@app.command("ingest-dicom")
+def ingest_dicom_command(
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="Folder of DICOM files (any names, any nesting).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="ROOT folder for the RadImageNet-shaped copy.")],
+    labels: Annotated[
+        Path,
+        typer.Option(
+            "--labels",
+            help="CSV: one key column (series_uid, study_uid or path under INPUT) plus modality,anatomy,pathology "
+            "(RadImageNet folder names) and an optional window column.",
+        ),
+    ],
+    salt: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="RADVQA_SALT",
+            help="Secret salt for output names and the patient split (or env RADVQA_SALT); keep it to resume "
+            "or to add studies later with the same split.",
+        ),
+    ] = None,
+    slices: Annotated[str, typer.Option(help="Slices per series: middle, all, every:N or count:K.")] = "middle",
+    size: Annotated[int, typer.Option(help="Output side in pixels (square, Lanczos-resized).")] = 224,
+    window: Annotated[
+        str, typer.Option(help="auto: CT window by anatomy from the table, MR percentiles; dicom: the file's own window.")
+    ] = "auto",
+    windows: Annotated[
+        Optional[Path], typer.Option("--windows", help="Windows table YAML (see configs/windows.yaml).")
+    ] = None,
+    split_ratios: Annotated[
+        Optional[str],
+        typer.Option(help="Patient shares TRAIN,VAL,TEST (default from configs/default.yaml: 0.889,0.037,0.074)."),
+    ] = None,
+    taxonomy: TaxonomyOpt = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous copy in ROOT (start clean).")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Convert DICOM CT/MR studies into RadImageNet-style PNG slices that `generate` reads."""
+    from .dicom import load_windows
+    from .ingest import IngestOptions, ingest_dicom, parse_ratios, parse_slices
+
+    with _errors():
+        if not salt:
+            raise typer.BadParameter("give --salt (or set RADVQA_SALT): a secret that keys names and the split")
+        options = IngestOptions(
+            salt=salt,
+            size=size,
+            slices=parse_slices(slices),
+            window=window,
+            split_ratios=parse_ratios(split_ratios) if split_ratios else load_config().split_ratios,
+            workers=workers,
+            overwrite=overwrite,
+        )
+        result = ingest_dicom(
+            input_dir,
+            out,
+            labels,
+            load_taxonomy(taxonomy),
+            load_windows(windows),
+            options,
+            progress=lambda total, desc: progress_bar(total, desc, quiet=quiet, unit="img"),
+        )
+        if not quiet:
+            if result.resumed:
+                _say(f"resumed the earlier run in {out}")
+            for line in result.report.lines():
+                _say(line)
+
+
 def run() -> None:
     """Console-script entry point."""
     app()

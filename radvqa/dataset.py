@@ -193,16 +193,15 @@ def choose_benchmark(
     table = table[~unknown].copy()
     table["split"] = splits[~unknown].to_numpy()
     rows = np.flatnonzero(table["split"].to_numpy() == BENCHMARK)
-    report = report_dict or {}
-    report = dict(report, splits_file=str(splits_file), images=len(rows))
-    warnings = list(report.get("warnings", []))
+    summary: dict[str, Any] = dict(report_dict or {}, splits_file=str(splits_file), images=len(rows))
+    warnings = list(summary.get("warnings", []))
     if unknown.any():
         warnings.append(f"{int(unknown.sum())} images of the copy are not in {splits_file}; skipped")
     missing = len(set(saved) - set(table["image_id"]))
     if missing:
         warnings.append(f"{missing} images of {splits_file} are not in the copy")
-    report["warnings"] = warnings
-    return table.reset_index(drop=True), rows, report
+    summary["warnings"] = warnings
+    return table.reset_index(drop=True), rows, summary
 
 
 def generate_dataset(

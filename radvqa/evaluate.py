@@ -26,22 +26,12 @@ from typing import Any, Protocol
 import orjson
 
 from .errors import EvaluateError
+from .generate import INSTRUCT_SLOTS, LETTERS
 from .progress import NullProgress, ProgressBar
 from .taxonomy import Taxonomy, load_taxonomy, taxonomy_from_dict
 
-SLOTS = (
-    "anatomy_open",
-    "anatomy_closed_yes",
-    "anatomy_closed_no",
-    "anatomy_mc",
-    "abnormality_closed",
-    "pathology_open",
-    "pathology_closed_yes",
-    "pathology_closed_no",
-    "pathology_mc",
-)
+SLOTS = INSTRUCT_SLOTS
 HEADERS = ("anat open", "anat yes", "anat no", "anat MC", "abn", "path open", "path yes", "path no", "path MC")
-LETTERS = ("A", "B", "C", "D")
 BENCHMARK_GLOB = "benchmark/test-*.jsonl"
 
 # --- text normalisation -------------------------------------------------------------------

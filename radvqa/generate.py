@@ -19,7 +19,7 @@ from . import streams
 from .config import MATCHED, Config
 from .distractors import fit_inclusion, inverse_cdf_draw, place_answer, systematic_draw
 from .taxonomy import Taxonomy
-from .templates import TemplateSet
+from .templates import Template, TemplateSet
 
 LETTERS = ("A", "B", "C", "D")
 WRONG = len(LETTERS) - 1
@@ -57,7 +57,6 @@ class Plan:
     meta: list[tuple[str, str, str, str, bool, int, int]]
     region_of: np.ndarray
     name_of: np.ndarray  # index of the class's pathology in its region's name list
-    is_abnormal: np.ndarray
     # fitted draw rows per class (padded to the widest region)
     anat_mc: np.ndarray
     anat_no: np.ndarray
@@ -150,9 +149,9 @@ def build_plan(
             if n == taxonomy.normal_folder:
                 texts = [t.render(region=r.name) for t in pool("pathology_closed_normal", kind)]
             else:
-                name = taxonomy.name(r.key, n)
+                display = taxonomy.name(r.key, n)
                 texts = [
-                    _render(t, region=r.name, pathology=name.name, pathology_phrase=name.phrase)
+                    _render(t, region=r.name, pathology=display.name, pathology_phrase=display.phrase)
                     for t in pool("pathology_closed", kind)
                 ]
             names_closed.append(texts)
@@ -182,7 +181,6 @@ def build_plan(
         ],
         region_of=region_of,
         name_of=name_of,
-        is_abnormal=np.array([c.is_abnormal for c in classes]),
         anat_mc=np.stack([anat_mc_fit[r] for r in region_of]),
         anat_no=np.stack([anat_no_fit[r] for r in region_of]),
         path_mc=padded(path_mc_fit),
@@ -212,10 +210,9 @@ def build_plan(
     )
 
 
-def _render(template: object, **values: str) -> str:
+def _render(template: Template, **values: str) -> str:
     """Render with only the placeholders the template uses (templates may omit any)."""
-    fields = template.fields  # type: ignore[attr-defined]
-    return template.text.format(**{k: v for k, v in values.items() if k in fields})  # type: ignore[attr-defined]
+    return template.render(**{k: v for k, v in values.items() if k in template.fields})
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ def test_layout_and_manifest(sample_dataset: Path) -> None:
     assert names == [
         "alignment/train-00000-of-00001.jsonl",
         "alignment/val-00000-of-00001.jsonl",
+        "benchmark/test-00000-of-00001.jsonl",
         "instruct/train-00000-of-00001.jsonl",
         "instruct/val-00000-of-00001.jsonl",
     ]
@@ -57,7 +58,7 @@ def test_same_output_for_any_workers_and_shard_size(
     outputs = {}
     for name, settings in runs.items():
         generate_dataset(sample_copy, tmp_path / name, settings, taxonomy, templates)
-        outputs[name] = {c: concatenated(tmp_path / name, c) for c in ("alignment", "instruct")}
+        outputs[name] = {c: concatenated(tmp_path / name, c) for c in ("alignment", "instruct", "benchmark")}
     assert outputs["one"] == outputs["two"] == outputs["odd"]
     assert len(list((tmp_path / "odd" / "instruct").glob("train-*-of-*.jsonl"))) > 5
     first = (tmp_path / "odd" / "instruct" / "train-00000-of-00013.jsonl").read_bytes()
@@ -83,6 +84,7 @@ def test_refuses_non_empty_output_and_keeps_user_files(
     generate_dataset(sample_copy, out, config, taxonomy, templates, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
     # the earlier run's differently-named shards are gone
+    assert sorted(p.name for p in (out / "benchmark").iterdir()) == ["test-00000-of-00001.jsonl"]
     assert sorted(p.name for p in (out / "instruct").iterdir()) == [
         "train-00000-of-00001.jsonl", "val-00000-of-00001.jsonl",
     ]

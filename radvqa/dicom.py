@@ -1,0 +1,288 @@
+"""DICOM pixels to RadImageNet-style 8-bit slices: windows, decoders and one-slice rendering.
+
+The pixel pipeline is DICOM's own (PS3.3 C.11): stored values -> modality LUT / rescale
+(``pydicom.pixels.apply_modality_lut``) -> VOI window (``pydicom.pixels.apply_windowing``)
+-> presentation (MONOCHROME1 inverted). The two pydicom steps are evaluated once per distinct
+stored value and applied as a lookup table, as viewers do, so a 512x512 slice costs one table
+look-up instead of a float pass over every pixel. ``radvqa.ingest`` walks folders and writes
+the copy; this module knows nothing about files or labels.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, apply_windowing
+from pydicom.uid import UID
+
+from .errors import ConfigError, MissingDependencyError, RadVQAError, did_you_mean
+from .resources import check_keys, default_path, load_yaml
+
+EXTRA_HINT = 'pip install "radvqa[dicom]"'
+GREY_MAX = 255
+# Above this many distinct stored values a lookup table costs more than a direct float pass.
+_MAX_LUT = 1 << 17
+_PNG_LEVEL = 1  # zlib level 1: ~20% faster than Pillow's default, a few % larger files
+_WINDOW_KEYS = frozenset({"center", "width"})
+_TOP_KEYS = frozenset({"ct", "mr"})
+_CT_KEYS = frozenset({"windows", "by_anatomy"})
+_MR_KEYS = frozenset({"low_percentile", "high_percentile"})
+DICOM_WINDOW = "dicom"  # the window named by the file itself
+
+
+class BlankSlice(RadVQAError):
+    """A slice holds one value only (before or after windowing): nothing to learn from."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A linear VOI window (PS3.3 C.11.2.1.2) in modality units (Hounsfield for CT)."""
+
+    center: float
+    width: float
+    function: str = "LINEAR"
+
+
+@dataclass(frozen=True)
+class WindowTable:
+    """CT windows by name and by anatomy folder, and MR percentile scaling."""
+
+    windows: dict[str, Window]
+    by_anatomy: dict[str, str]
+    mr_percentiles: tuple[float, float]
+    source: str
+    sha256: str
+
+    def for_anatomy(self, anatomy: str) -> str | None:
+        """Name of the CT window for an anatomy folder, or None when the table has none."""
+        return self.by_anatomy.get(anatomy)
+
+
+def load_windows(path: Path | str | None = None) -> WindowTable:
+    """Load and check a windows table (the packaged ``configs/windows.yaml`` when None)."""
+    doc = load_yaml(Path(path) if path is not None else default_path("configs", "windows.yaml"))
+    where = doc.source
+    check_keys(doc.data, _TOP_KEYS, where, required=_TOP_KEYS)
+    ct, mr = doc.data["ct"], doc.data["mr"]
+    if not isinstance(ct, dict) or not isinstance(mr, dict):
+        raise ConfigError(f"{where}: 'ct' and 'mr' must be mappings")
+    check_keys(ct, _CT_KEYS, f"{where}: ct", required=_CT_KEYS)
+    check_keys(mr, _MR_KEYS, f"{where}: mr", required=_MR_KEYS)
+    windows: dict[str, Window] = {}
+    for name, spec in dict(ct["windows"]).items():
+        wwhere = f"{where}: ct.windows.{name}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{wwhere}: expected a mapping with center and width")
+        check_keys(spec, _WINDOW_KEYS, wwhere, required=_WINDOW_KEYS)
+        center, width = spec["center"], spec["width"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (center, width)):
+            raise ConfigError(f"{wwhere}: center and width must be numbers")
+        if width < 1:
+            raise ConfigError(f"{wwhere}: width must be at least 1 (PS3.3 C.11.2.1.2)")
+        if str(name) == DICOM_WINDOW:
+            raise ConfigError(f"{wwhere}: '{DICOM_WINDOW}' is reserved for the file's own window")
+        windows[str(name)] = Window(float(center), float(width))
+    by_anatomy: dict[str, str] = {}
+    for anatomy, name in dict(ct["by_anatomy"]).items():
+        if name not in windows:
+            raise ConfigError(
+                f"{where}: ct.by_anatomy.{anatomy}: unknown window '{name}'{did_you_mean(str(name), windows)}"
+            )
+        by_anatomy[str(anatomy)] = str(name)
+    low, high = mr["low_percentile"], mr["high_percentile"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not (
+        0 <= low < high <= 100
+    ):
+        raise ConfigError(f"{where}: mr percentiles must be numbers with 0 <= low < high <= 100")
+    return WindowTable(windows, by_anatomy, (float(low), float(high)), doc.source, doc.sha256)
+
+
+@dataclass(frozen=True)
+class PixelParams:
+    """How one series is turned into grey levels and which size it is written at."""
+
+    modality: str  # "CT" or "MR" (the label's modality)
+    window: Window | None  # CT table window; None for MR percentile scaling
+    use_file_window: bool  # prefer the file's WindowCenter/Width when it has one
+    percentiles: tuple[float, float]
+    size: int
+
+
+# --- decoders ---------------------------------------------------------------------------
+
+
+def check_decoder(transfer_syntax: str) -> str | None:
+    """None when pixel data in this transfer syntax can be decoded, else why not.
+
+    Raises MissingDependencyError when pydicom knows the syntax but its decoder plugins
+    (pylibjpeg and friends, the ``dicom`` extra) are not installed.
+    """
+    from pydicom.pixels import get_decoder
+
+    uid = UID(transfer_syntax)
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        return f"unsupported transfer syntax {uid.name or uid}"
+    if not decoder.is_available:
+        raise MissingDependencyError(
+            f"no decoder installed for transfer syntax '{uid.name}' ({uid}); "
+            f"install the DICOM decoders with: {EXTRA_HINT}"
+        )
+    return None
+
+
+# --- per-frame attributes ------------------------------------------------------------------
+
+
+def frame_item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
+    """The first item of a functional-group macro for a frame (per-frame, then shared; C.7.6.16)."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and frame < len(per_frame):
+        seq = per_frame[frame].get(sequence)
+        if seq:
+            return seq[0]
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        seq = shared[0].get(sequence)
+        if seq:
+            return seq[0]
+    return None
+
+
+def frame_view(ds: Dataset, frame: int) -> Dataset:
+    """A dataset with the modality and VOI LUT attributes in force for one frame.
+
+    Single-frame and legacy multi-frame files keep them at the top level (``ds`` itself is
+    returned); enhanced multi-frame files (PS3.3 C.7.6.16.2.9 / C.7.6.16.2.10) keep them in
+    functional groups, copied here into a small dataset.
+    """
+    if "PerFrameFunctionalGroupsSequence" not in ds and "SharedFunctionalGroupsSequence" not in ds:
+        return ds  # everything is at the top level already (and copying it costs ~1 ms a slice)
+    view = Dataset()
+    for keyword in ("PhotometricInterpretation", "BitsStored", "PixelRepresentation"):
+        if keyword in ds:
+            setattr(view, keyword, ds[keyword].value)
+    if ds.get("ModalityLUTSequence"):
+        view.ModalityLUTSequence = ds.ModalityLUTSequence
+    source: Dataset | None = ds if "RescaleSlope" in ds else frame_item(ds, frame, "PixelValueTransformationSequence")
+    if source is not None and "RescaleSlope" in source and "RescaleIntercept" in source:
+        view.RescaleSlope = source.RescaleSlope
+        view.RescaleIntercept = source.RescaleIntercept
+    voi: Dataset | None = ds if "WindowCenter" in ds else frame_item(ds, frame, "FrameVOILUTSequence")
+    if voi is not None and "WindowCenter" in voi and "WindowWidth" in voi:
+        view.WindowCenter = voi.WindowCenter
+        view.WindowWidth = voi.WindowWidth
+        if "VOILUTFunction" in voi:
+            view.VOILUTFunction = voi.VOILUTFunction
+    return view
+
+
+def file_window(view: Dataset) -> Window | None:
+    """The first WindowCenter/WindowWidth pair of a frame view, or None."""
+    if "WindowCenter" not in view or "WindowWidth" not in view:
+        return None
+    center, width = view["WindowCenter"], view["WindowWidth"]
+    try:
+        c = float(center.value[0] if center.VM > 1 else center.value)
+        w = float(width.value[0] if width.VM > 1 else width.value)
+    except (TypeError, ValueError):  # empty or malformed: fall back to the table
+        return None
+    function = str(view.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID") or w <= 0 or (function == "LINEAR" and w < 1):
+        return None
+    return Window(c, w, function)
+
+
+# --- grey levels ---------------------------------------------------------------------------
+
+
+def _voi8(window: Window) -> Dataset:
+    """A VOI dataset whose windowing output range is 0..255 (PS3.3 C.11.2.1.2: 8 unsigned bits)."""
+    voi = Dataset()
+    voi.PhotometricInterpretation = "MONOCHROME2"
+    voi.BitsStored = 8
+    voi.PixelRepresentation = 0
+    voi.WindowCenter = window.center
+    voi.WindowWidth = window.width
+    voi.VOILUTFunction = window.function
+    return voi
+
+
+def _percentile_window(values: np.ndarray, counts: np.ndarray | None, percentiles: tuple[float, float]) -> Window:
+    """An exact linear window between two percentiles of the modality values (nearest rank)."""
+    if counts is None:
+        sample = values.ravel()
+        low, high = np.percentile(sample[:: max(1, sample.size // 65536)], percentiles)
+    else:
+        cumulative = np.cumsum(counts)
+        total = int(cumulative[-1])
+        ranks = [min(total - 1, int(p / 100.0 * (total - 1) + 0.5)) for p in percentiles]
+        low, high = (float(values[np.searchsorted(cumulative, r, side="right")]) for r in ranks)
+    if not high > low:
+        raise BlankSlice("blank slice (no contrast between the MR percentiles)")
+    return Window((low + high) / 2.0, high - low, "LINEAR_EXACT")
+
+
+def to_grey(frame: np.ndarray, view: Dataset, params: PixelParams) -> np.ndarray:
+    """Stored values of one frame -> uint8 grey levels at native size (MONOCHROME2 sense).
+
+    Raises BlankSlice when the frame, or the windowed result, holds a single value.
+    """
+    if frame.ndim != 2:
+        raise RadVQAError(f"expected a greyscale frame, got shape {frame.shape}")
+    low, high = frame.min(), frame.max()
+    if low == high:
+        raise BlankSlice("blank slice (every pixel has the same value)")
+    use_lut = frame.dtype.kind in "iu" and int(high) - int(low) < _MAX_LUT
+    counts: np.ndarray | None = None
+    if use_lut:
+        index = np.subtract(frame, low, dtype=np.int32)
+        values = apply_modality_lut(np.arange(int(low), int(high) + 1, dtype=np.int64), view)
+        if params.window is None:
+            counts = np.bincount(index.ravel(), minlength=len(values))
+    else:
+        values = apply_modality_lut(frame, view)
+    window = file_window(view) if params.use_file_window else None
+    if window is None:
+        window = params.window or _percentile_window(values, counts, params.percentiles)
+    grey = np.rint(apply_windowing(np.asarray(values, dtype=np.float64), _voi8(window)))
+    lut = np.clip(grey, 0, GREY_MAX).astype(np.uint8)
+    if str(view.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        lut = GREY_MAX - lut  # PS3.3 C.7.6.3.1.2: minimum value is white
+    image = np.take(lut, index) if use_lut else lut  # take: ~3x faster than fancy indexing here
+    if image.min() == image.max():
+        raise BlankSlice("blank slice (a single grey level after windowing)")
+    return image
+
+
+def square_resize(grey: np.ndarray, size: int) -> Image.Image:
+    """Pad to a centred square (black) and resize with a Lanczos filter to ``size`` pixels."""
+    rows, cols = grey.shape
+    side = max(rows, cols)
+    if rows != cols:
+        canvas = np.zeros((side, side), dtype=np.uint8)
+        top, left = (side - rows) // 2, (side - cols) // 2
+        canvas[top : top + rows, left : left + cols] = grey
+        grey = canvas
+    image = Image.fromarray(grey)
+    if side != size:
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    return image
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """Encode an image as PNG (fast zlib level)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=_PNG_LEVEL)
+    return buffer.getvalue()
+
+
+def render_frame(frame: np.ndarray, view: Dataset, params: PixelParams) -> bytes:
+    """One frame of stored values -> the PNG bytes of its windowed, resized slice."""
+    return png_bytes(square_resize(to_grey(frame, view, params), params.size))

@@ -1,0 +1,141 @@
+"""Benchmark ``ingest-dicom`` against the bare floor (pydicom decode + PNG write, one loop).
+
+Builds a multi-series CT/MR set in a temporary folder from pydicom's bundled CT_small.dcm
+(upsampled to 512x512) and MR_small.dcm (upsampled to 256x256), each slice a little
+different, then prints slices per second for the floor and for --workers 1 and 2.
+
+    python scripts/bench_ingest.py --slices 2000        # a few thousand slices
+    python scripts/bench_ingest.py --slices 400         # a quick look
+
+A figure, not a test: run it by hand on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom.data
+from PIL import Image
+from pydicom.uid import generate_uid
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+from radvqa.dicom import load_windows
+from radvqa.ingest import IngestOptions, SliceSpec, ingest_dicom
+from radvqa.taxonomy import load_taxonomy
+
+SERIES_LENGTH = 50
+
+
+def build(folder: Path, slices: int, seed: int = 0) -> Path:
+    """Write ``slices`` slices in series of SERIES_LENGTH, alternating CT 512^2 and MR 256^2."""
+    rng = np.random.default_rng(seed)
+    templates = {}
+    for modality, name, factor in (("CT", "CT_small.dcm", 4), ("MR", "MR_small.dcm", 4)):
+        ds = pydicom.dcmread(pydicom.data.get_testdata_file(name, download=False))
+        base = np.kron(ds.pixel_array, np.ones((factor, factor), dtype=ds.pixel_array.dtype))
+        templates[modality] = (ds, base)
+    rows = ["series_uid,modality,anatomy,pathology"]
+    written = 0
+    series = 0
+    while written < slices:
+        modality = "CT" if series % 2 == 0 else "MR"
+        ds, base = templates[modality]
+        uid = generate_uid()
+        rows.append(f"{uid},{modality},{'abd' if modality == 'CT' else 'brain'},normal")
+        ds.SeriesInstanceUID = uid
+        ds.StudyInstanceUID = generate_uid()
+        ds.PatientID = f"BENCH-{series // 2}"
+        for k in range(min(SERIES_LENGTH, slices - written)):
+            noise = rng.integers(-20, 21, size=base.shape)
+            pixels = np.clip(base.astype(np.int32) + noise, 0, 4000).astype(base.dtype)
+            ds.set_pixel_data(pixels, "MONOCHROME2", 16)
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.ImagePositionPatient = [0.0, 0.0, float(k)]
+            ds.InstanceNumber = k + 1
+            path = folder / "input" / f"s{series:04d}" / f"{rng.integers(1 << 40):x}.dcm"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ds.save_as(path, enforce_file_format=True)
+            written += 1
+        series += 1
+    labels = folder / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    return labels
+
+
+def floor(input_dir: Path, out: Path, size: int | None = None) -> tuple[int, float]:
+    """The bare loop: dcmread + pixel_array + a plain 8-bit cast (+ resize) + PNG write of every slice."""
+    out.mkdir()
+    files = sorted(p for p in input_dir.rglob("*.dcm"))
+    started = time.perf_counter()
+    for i, path in enumerate(files):
+        pixels = pydicom.dcmread(path).pixel_array
+        image = Image.fromarray((pixels >> 4).astype(np.uint8))
+        if size:
+            image = image.resize((size, size), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        (out / f"{i}.png").write_bytes(buffer.getvalue())
+    return len(files), time.perf_counter() - started
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children: fair figures on a busy machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=2000, help="slices to generate (default 2000)")
+    parser.add_argument("--size", type=int, default=224, help="output size (default 224)")
+    parser.add_argument("--workers", default="1,2", help="worker counts to time (default 1,2)")
+    args = parser.parse_args()
+    taxonomy, windows = load_taxonomy(), load_windows()
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        folder = Path(tmp)
+        started = time.perf_counter()
+        labels = build(folder, args.slices)
+        print(f"built {args.slices} slices (CT 512x512, MR 256x256) in {time.perf_counter() - started:.1f} s")
+        cpu_before = _cpu()
+        count, seconds = floor(folder / "input", folder / "floor")
+        cpu = _cpu() - cpu_before
+        floor_rate = count / seconds
+        print(
+            f"floor (decode + PNG write, 1 process): {floor_rate:8.1f} slices/s  ({seconds:.2f} s; "
+            f"CPU {cpu / count * 1000:.1f} ms per slice)"
+        )
+        cpu_before = _cpu()
+        _, resized = floor(folder / "input", folder / "floor-resized", args.size)
+        cpu = _cpu() - cpu_before
+        print(
+            f"floor + resize to {args.size} (1 process):    {count / resized:8.1f} slices/s  ({resized:.2f} s; "
+            f"CPU {cpu / count * 1000:.1f} ms per slice)"
+        )
+        for workers in (int(w) for w in args.workers.split(",")):
+            options = IngestOptions(salt="bench", size=args.size, slices=SliceSpec("all"), workers=workers)
+            cpu_before = _cpu()
+            started = time.perf_counter()
+            result = ingest_dicom(folder / "input", folder / f"root-{workers}", labels, taxonomy, windows, options)
+            seconds = time.perf_counter() - started
+            cpu = _cpu() - cpu_before
+            rate = result.report.written / seconds
+            print(
+                f"ingest-dicom --workers {workers}:        {rate:8.1f} slices/s  ({seconds:.2f} s, "
+                f"{seconds * workers / count * 1000:.1f} ms per slice per worker, "
+                f"{floor_rate * workers / rate:.2f}x the floor per worker; "
+                f"CPU {cpu:.2f} s = {cpu / count * 1000:.1f} ms per slice)"
+            )
+
+
+if __name__ == "__main__":
+    main()
