@@ -30,6 +30,7 @@ from .stats import (
 from .writers import write_bytes_atomic
 
 STATS_FOLDER = "stats"
+_IMAGES_BY_PATH = "Images are referenced by path relative to the RadImageNet copy."
 _CHART_ORDER = {"regions": 0, "normal": 1, "balance": 2, "classes": 3}
 PAPER = "RadImageNet-VQA: A Large-Scale CT and MRI Dataset for Radiologic Visual Question Answering"
 CITATION = """```bibtex
@@ -200,8 +201,12 @@ def render_card(
     parts: list[Part] | None = None,
     extension: str = "jsonl",
     charts: list[str] | None = None,
+    images: str | None = None,
 ) -> str:
-    """The card text; ``stats`` adds per-region, per-class and benchmark tables, ``charts`` embeds PNGs."""
+    """The card text; ``stats`` adds per-region, per-class and benchmark tables, ``charts`` embeds PNGs.
+
+    ``images`` replaces the sentence saying how images are referenced (exports that embed them).
+    """
     header = yaml.safe_dump(front_matter(manifest, features, parts, extension), sort_keys=False, allow_unicode=True)
     source = manifest.get("source", {})
     config = manifest.get("config", {})
@@ -216,7 +221,7 @@ def render_card(
         "Radiologic visual question answering on CT and MRI in the style of RadImageNet-VQA: one caption",
         "per image (`alignment`), nine template-generated questions per image (`instruct`: anatomy,",
         "abnormality and pathology; open, closed and multiple choice) and, when present, a held-out",
-        "`benchmark`. Images are referenced by path relative to the RadImageNet copy.",
+        f"`benchmark`. {images or _IMAGES_BY_PATH}",
         "",
         "```python",
         "from datasets import load_dataset",

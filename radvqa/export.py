@@ -579,7 +579,7 @@ def export_dataset(
             rows = shard_rows or PARQUET_SHARD_ROWS[reader is not None]
             for part in parts:
                 result.files += _export_parquet(part, dest, reader, rows, bar, result)
-            _write_parquet_card(out, dest, manifest, parts)
+            _write_parquet_card(out, dest, manifest, parts, reader is not None)
             result.files += [dest / "README.md", dest / "manifest.json"]
         else:
             assert root is not None
@@ -588,12 +588,17 @@ def export_dataset(
     return result
 
 
-def _write_parquet_card(out: Path, dest: Path, manifest: dict[str, Any], parts: list[Part]) -> None:
+def _write_parquet_card(out: Path, dest: Path, manifest: dict[str, Any], parts: list[Part], embedded: bool) -> None:
     from .card import render_card
     from .stats import compute_stats
 
     stats = compute_stats(out, manifest, configs=("alignment", "benchmark"))
     features = {p.config: parquet_features(p.config == "benchmark") for p in parts}
-    text = render_card(manifest, stats, features, parts, "parquet")
+    images = (
+        "Image bytes are embedded in the parquet files (`image` column)."
+        if embedded
+        else "The `image` column holds paths relative to the RadImageNet copy (exported without --root)."
+    )
+    text = render_card(manifest, stats, features, parts, "parquet", images=images)
     write_bytes_atomic(dest / "README.md", text.encode())
     write_json(dest / "manifest.json", manifest)

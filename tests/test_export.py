@@ -62,6 +62,7 @@ def test_hf_parquet_loads_like_the_released_dataset(
     import datasets
 
     root = source_root(bench_dataset)
+    assert "Image bytes are embedded in the parquet files" in (parquet_with_images / "README.md").read_text()
     for config, split in PARTS:
         records = config_records(bench_dataset, config, split)
         table = datasets.load_dataset(str(parquet_with_images), config, split=split, cache_dir=str(hf_offline))
