@@ -15,14 +15,21 @@ from typing import Any
 import orjson
 import yaml
 
-from .dataset_files import Part, dataset_parts, iter_records
+from .dataset_files import (
+    CONFIG_ORDER,
+    SPLIT_ORDER,
+    Part,
+    dataset_parts,
+    iter_records,
+    order_key,
+)
 from .generate import INSTRUCT_SLOTS
 from .stats import (
     DatasetStats,
-    _by,
     benchmark_table,
     closed_table,
     compute_stats,
+    grouped_table,
     letters_table,
     normal_table,
     to_markdown,
@@ -127,16 +134,15 @@ def front_matter(
 
 
 def _records_table(manifest: dict[str, Any], stats: DatasetStats | None) -> list[str]:
-    lines = ["| config | split | records |", "| --- | --- | ---: |"]
-    seen = set()
-    for config, splits in manifest["records"].items():
-        for split, n in splits.items():
-            seen.add((config, split))
-            lines.append(f"| {config} | {split} | {n:,} |")
+    counts = {(c, s): n for c, splits in manifest["records"].items() for s, n in splits.items()}
     if stats is not None:
-        for (config, split), n in stats.records.items():
-            if (config, split) not in seen:
-                lines.append(f"| {config} | {split} | {n:,} |")
+        for key, n in stats.records.items():
+            counts.setdefault(key, n)
+    lines = ["| config | split | records |", "| --- | --- | ---: |"]
+    for (config, split), n in sorted(
+        counts.items(), key=lambda kv: (order_key(kv[0][0], CONFIG_ORDER), order_key(kv[0][1], SPLIT_ORDER))
+    ):
+        lines.append(f"| {config} | {split} | {n:,} |")
     return lines
 
 
@@ -148,7 +154,7 @@ def _slots_table(manifest: dict[str, Any], stats: DatasetStats | None) -> list[s
                 per_split.setdefault(split, {})[slot] = n
     if not per_split:
         return []
-    splits = list(per_split)
+    splits = sorted(per_split, key=lambda s: order_key(s, SPLIT_ORDER))
     order = {slot: i for i, slot in enumerate(("caption", *INSTRUCT_SLOTS))}
     slots = sorted({s for counts in per_split.values() for s in counts}, key=lambda s: (order.get(s, 99), s))
     lines = ["| slot | " + " | ".join(splits) + " |", "| --- |" + " ---: |" * len(splits)]
@@ -259,10 +265,10 @@ def render_card(
         counts = stats.image_counts()
         splits = list(stats.image_views())
         for table in (
-            _by(counts, splits, "regions", "Images per region", ("region",), lambda k: (k[2],)),
-            _by(counts, splits, "modalities", "Images per modality", ("modality",), lambda k: (k[1],)),
+            grouped_table(counts, splits, "regions", "Images per region", ("region",), lambda k: (k[2],)),
+            grouped_table(counts, splits, "modalities", "Images per modality", ("modality",), lambda k: (k[1],)),
             normal_table(counts, splits),
-            _by(
+            grouped_table(
                 counts,
                 splits,
                 "pathologies",

@@ -285,10 +285,12 @@ def export(
         ),
     ] = None,
     only: Annotated[
-        Optional[list[str]], typer.Option("--only", help="Export only this config (repeatable): alignment, instruct, benchmark.")
+        Optional[list[str]],
+        typer.Option("--only", help="Export only this config (repeatable): alignment, instruct, benchmark."),
     ] = None,
     shard_size: Annotated[
-        Optional[int], typer.Option("--shard-size", help="hf-parquet: rows per parquet file (default 10,000 with images, else 500,000).")
+        Optional[int],
+        typer.Option("--shard-size", help="hf-parquet: rows per file (default 10,000 with images, else 500,000)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous export in the folder.")] = False,
     quiet: QuietOpt = False,
@@ -318,7 +320,9 @@ def stats(
     out: Annotated[Path, typer.Argument(help="Dataset folder written by 'radvqa generate'.")],
     report: Annotated[
         Optional[Path],
-        typer.Option("--out", "-o", help="Report folder for stats.md and PNG charts (default: OUT/stats, and the card embeds them)."),
+        typer.Option(
+            "--out", "-o", help="Report folder for stats.md and PNG charts (default: OUT/stats; the card embeds them)."
+        ),
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:

@@ -48,7 +48,8 @@ def load_manifest(out: Path) -> dict[str, Any]:
     return data
 
 
-def _order(name: str, order: tuple[str, ...]) -> tuple[int, str]:
+def order_key(name: str, order: tuple[str, ...]) -> tuple[int, str]:
+    """Sort key: known names in ``order`` first, in that order, then the rest by name."""
     return (order.index(name) if name in order else len(order), name)
 
 
@@ -62,10 +63,10 @@ def dataset_parts(out: Path, manifest: dict[str, Any], configs: tuple[str, ...] 
         splits.setdefault("benchmark", {}).setdefault("test", None)
         break
     parts = []
-    for config in sorted(splits, key=lambda c: _order(c, CONFIG_ORDER)):
+    for config in sorted(splits, key=lambda c: order_key(c, CONFIG_ORDER)):
         if configs is not None and config not in configs:
             continue
-        for split in sorted(splits[config], key=lambda s: _order(s, SPLIT_ORDER)):
+        for split in sorted(splits[config], key=lambda s: order_key(s, SPLIT_ORDER)):
             files = tuple(sorted(out.glob(f"{config}/{split}-*.jsonl")))
             expected = splits[config][split]
             if not files and expected:

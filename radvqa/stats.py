@@ -156,9 +156,9 @@ def tables(stats: DatasetStats) -> list[Table]:
     splits = [s for s in stats.image_views()]
     found = [
         splits_table(stats),
-        _by(counts, splits, "regions", "Images per region", ("region",), lambda k: (k[2],)),
-        _by(counts, splits, "modalities", "Images per modality", ("modality",), lambda k: (k[1],)),
-        _by(
+        grouped_table(counts, splits, "regions", "Images per region", ("region",), lambda k: (k[2],)),
+        grouped_table(counts, splits, "modalities", "Images per modality", ("modality",), lambda k: (k[1],)),
+        grouped_table(
             counts,
             splits,
             "pathologies",
@@ -184,7 +184,7 @@ def splits_table(stats: DatasetStats) -> Table:
     return _table("splits", "Records per config and split", ["config", "split", "images", "records"], rows, 2)
 
 
-def _by(
+def grouped_table(
     counts: Counter[tuple[str, str, str, str, bool]],
     splits: list[str],
     key: str,
@@ -192,6 +192,7 @@ def _by(
     names: tuple[str, ...],
     group: Callable[[tuple[str, str, str, str, bool]], tuple[str, ...]],
 ) -> Table:
+    """Images per group (e.g. region) and split, with a total column."""
     grid: dict[tuple[str, ...], Counter[str]] = {}
     for k, n in counts.items():
         grid.setdefault(group(k), Counter())[k[0]] += n
