@@ -7,8 +7,10 @@ __version__ = "0.1.0"
 from .config import Config, load_config  # noqa: E402
 from .dataset import GenerateResult, generate_dataset  # noqa: E402
 from .errors import RadVQAError  # noqa: E402
+from .export import export_dataset  # noqa: E402
 from .sample import build_sample  # noqa: E402
 from .source import read_source  # noqa: E402
+from .stats import compute_stats  # noqa: E402
 from .taxonomy import Taxonomy, load_taxonomy  # noqa: E402
 from .templates import TemplateSet, load_templates  # noqa: E402
 from .validate import validate_dataset, validate_distractors  # noqa: E402
@@ -20,6 +22,8 @@ __all__ = [
     "Taxonomy",
     "TemplateSet",
     "build_sample",
+    "compute_stats",
+    "export_dataset",
     "generate_dataset",
     "load_config",
     "load_taxonomy",

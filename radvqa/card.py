@@ -1,27 +1,222 @@
-"""The dataset card: README.md whose YAML front matter makes the folder a Hugging Face dataset."""
+"""The dataset card: README.md whose YAML front matter makes the folder a Hugging Face dataset.
+
+The front matter declares each config's splits (``data_files`` globs) and its features, so
+``datasets.load_dataset(OUT, "instruct")`` works offline and every config gets the same clean
+types (an all-empty ``choices`` column would otherwise be inferred as a list of nulls). The
+body states the source, the generation settings, the counts, the benchmark rule, the license
+note and how to cite; charts written by ``radvqa stats`` into ``OUT/stats/`` are embedded.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
+from .dataset_files import (
+    CONFIG_ORDER,
+    SPLIT_ORDER,
+    Part,
+    dataset_parts,
+    iter_records,
+    order_key,
+)
+from .generate import INSTRUCT_SLOTS
+from .stats import (
+    DatasetStats,
+    benchmark_table,
+    closed_table,
+    compute_stats,
+    grouped_table,
+    letters_table,
+    normal_table,
+    to_markdown,
+)
 from .writers import write_bytes_atomic
 
+STATS_FOLDER = "stats"
+_IMAGES_BY_PATH = "Images are referenced by path relative to the RadImageNet copy."
+_CHART_ORDER = {"regions": 0, "normal": 1, "balance": 2, "classes": 3}
+PAPER = "RadImageNet-VQA: A Large-Scale CT and MRI Dataset for Radiologic Visual Question Answering"
+CITATION = """```bibtex
+@inproceedings{butsanets2026radimagenetvqa,
+  title     = {RadImageNet-VQA: A Large-Scale CT and MRI Dataset for Radiologic Visual Question Answering},
+  author    = {Butsanets and others},
+  booktitle = {Medical Imaging with Deep Learning (MIDL)},
+  year      = {2026},
+  eprint    = {2512.17396},
+  archivePrefix = {arXiv}
+}
 
-def front_matter(manifest: dict[str, Any]) -> dict[str, Any]:
-    """``configs`` with ``data_files`` globs per split, as ``datasets.load_dataset`` reads them."""
-    configs = []
-    for config, splits in manifest["records"].items():
-        files = [{"split": split, "path": f"{config}/{split}-*.jsonl"} for split in splits]
-        configs.append({"config_name": config, "data_files": files})
-    return {"configs": configs, "task_categories": ["visual-question-answering"], "tags": ["medical", "radiology"]}
+@article{mei2022radimagenet,
+  title   = {RadImageNet: An Open Radiologic Deep Learning Research Dataset for Effective Transfer Learning},
+  author  = {Mei, Xueyan and others},
+  journal = {Radiology: Artificial Intelligence},
+  volume  = {4},
+  number  = {5},
+  pages   = {e210315},
+  year    = {2022}
+}
+```"""
+_BENCHMARK_RULE = (
+    "1,000 images drawn only from the test split, 9 questions each (5,000 closed, 2,000 multiple "
+    "choice, 2,000 open), stratified over modality x region x pathology so that every class in the "
+    "test pool is represented; correct letters balanced; no benchmark image in train or val."
+)
 
 
-def render_card(manifest: dict[str, Any]) -> str:
-    """The card text."""
-    header = yaml.safe_dump(front_matter(manifest), sort_keys=False)
+def _yaml_type(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"dtype": "bool"}
+    if isinstance(value, int):
+        return {"dtype": "int64"}
+    if isinstance(value, float):
+        return {"dtype": "float64"}
+    if isinstance(value, list):
+        return {"sequence": "string"}
+    return {"dtype": "string"}
+
+
+def record_features(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``dataset_info.features`` list for JSONL records shaped like ``record``."""
+    return [{"name": name, **_yaml_type(value)} for name, value in record.items()]
+
+
+def _first_record(part: Part) -> dict[str, Any] | None:
+    for record in iter_records(part.files):
+        return record
+    return None
+
+
+def jsonl_features(parts: list[Part]) -> dict[str, list[dict[str, Any]]]:
+    """Features per config, read from the first record of each config."""
+    features: dict[str, list[dict[str, Any]]] = {}
+    for part in parts:
+        if part.config not in features:
+            record = _first_record(part)
+            if record is not None:
+                features[part.config] = record_features(record)
+    return features
+
+
+def front_matter(
+    manifest: dict[str, Any],
+    features: dict[str, list[dict[str, Any]]] | None = None,
+    parts: list[Part] | None = None,
+    extension: str = "jsonl",
+) -> dict[str, Any]:
+    """``configs`` with ``data_files`` globs per split (and ``dataset_info`` features when known)."""
+    splits: dict[str, list[str]] = {}
+    if parts is not None:
+        for part in parts:
+            splits.setdefault(part.config, []).append(part.split)
+    else:
+        splits = {config: list(counts) for config, counts in manifest["records"].items()}
+    configs = [
+        {"config_name": config, "data_files": [{"split": s, "path": f"{config}/{s}-*.{extension}"} for s in names]}
+        for config, names in splits.items()
+    ]
+    matter: dict[str, Any] = {"configs": configs}
+    if features:
+        matter["dataset_info"] = [
+            {"config_name": config, "features": features[config]} for config in splits if config in features
+        ]
+    matter |= {
+        "pretty_name": "RadImageNet VQA (generated by radvqa)",
+        "language": ["en"],
+        "license": "other",
+        "task_categories": ["visual-question-answering"],
+        "tags": ["medical", "radiology", "CT", "MRI"],
+    }
+    return matter
+
+
+def _records_table(manifest: dict[str, Any], stats: DatasetStats | None) -> list[str]:
+    counts = {(c, s): n for c, splits in manifest["records"].items() for s, n in splits.items()}
+    if stats is not None:
+        for key, n in stats.records.items():
+            counts.setdefault(key, n)
+    lines = ["| config | split | records |", "| --- | --- | ---: |"]
+    for (config, split), n in sorted(
+        counts.items(), key=lambda kv: (order_key(kv[0][0], CONFIG_ORDER), order_key(kv[0][1], SPLIT_ORDER))
+    ):
+        lines.append(f"| {config} | {split} | {n:,} |")
+    return lines
+
+
+def _slots_table(manifest: dict[str, Any], stats: DatasetStats | None) -> list[str]:
+    per_split: dict[str, dict[str, int]] = {s: dict(c) for s, c in manifest.get("slots", {}).items()}
+    if stats is not None:
+        for (config, split, slot), n in stats.slots.items():
+            if config == "benchmark":
+                per_split.setdefault(split, {})[slot] = n
+    if not per_split:
+        return []
+    splits = sorted(per_split, key=lambda s: order_key(s, SPLIT_ORDER))
+    order = {slot: i for i, slot in enumerate(("caption", *INSTRUCT_SLOTS))}
+    slots = sorted({s for counts in per_split.values() for s in counts}, key=lambda s: (order.get(s, 99), s))
+    lines = ["| slot | " + " | ".join(splits) + " |", "| --- |" + " ---: |" * len(splits)]
+    for slot in slots:
+        lines.append(f"| {slot} | " + " | ".join(f"{per_split[s].get(slot, 0):,}" for s in splits) + " |")
+    return lines
+
+
+def _show(value: Any) -> str:
+    """A manifest figure as one readable line."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_show(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return "; ".join(_show(v) for v in value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _benchmark_section(manifest: dict[str, Any], stats: DatasetStats | None) -> list[str]:
+    info = manifest.get("benchmark")
+    has_benchmark = info is not None or (stats is not None and any(c == "benchmark" for c, _ in stats.records))
+    lines = ["## Benchmark", ""]
+    if not has_benchmark:
+        return lines + [
+            "This dataset has no benchmark config. The benchmark rule radvqa applies: " + _BENCHMARK_RULE,
+            "",
+        ]
+    if isinstance(info, dict):
+        rule = info.get("rule")
+        lines += ["Selection rule: " + (str(rule) if rule else _BENCHMARK_RULE), ""]
+        figures = {k: v for k, v in info.items() if k != "rule"}
+        for key, value in figures.items():
+            lines.append(f"- **{key.replace('_', ' ')}**: {_show(value)}")
+        if figures:
+            lines.append("")
+    else:
+        lines += ["Selection rule: " + (str(info) if info else _BENCHMARK_RULE), ""]
+    if stats is not None:
+        for table in (benchmark_table(stats), letters_table(stats), closed_table(stats)):
+            if table is not None and table.rows:
+                lines.append(to_markdown(table))
+    return lines
+
+
+def render_card(
+    manifest: dict[str, Any],
+    stats: DatasetStats | None = None,
+    features: dict[str, list[dict[str, Any]]] | None = None,
+    parts: list[Part] | None = None,
+    extension: str = "jsonl",
+    charts: list[str] | None = None,
+    images: str | None = None,
+) -> str:
+    """The card text; ``stats`` adds per-region, per-class and benchmark tables, ``charts`` embeds PNGs.
+
+    ``images`` replaces the sentence saying how images are referenced (exports that embed them).
+    """
+    header = yaml.safe_dump(front_matter(manifest, features, parts, extension), sort_keys=False, allow_unicode=True)
+    source = manifest.get("source", {})
+    config = manifest.get("config", {})
+    env = manifest.get("environment", {})
     lines = [
         "---",
         header.rstrip(),
@@ -29,24 +224,88 @@ def render_card(manifest: dict[str, Any]) -> str:
         "",
         "# RadImageNet VQA dataset (generated by radvqa)",
         "",
-        f"Generated by radvqa {manifest['environment']['radvqa']} with seed {manifest['seed']} "
-        f"from the RadImageNet copy at `{manifest['source']['root']}`.",
+        "Radiologic visual question answering on CT and MRI in the style of RadImageNet-VQA: one caption",
+        "per image (`alignment`), nine template-generated questions per image (`instruct`: anatomy,",
+        "abnormality and pathology; open, closed and multiple choice) and, when present, a held-out",
+        f"`benchmark`. {images or _IMAGES_BY_PATH}",
         "",
-        "| config | split | records |",
-        "| --- | --- | ---: |",
+        "```python",
+        "from datasets import load_dataset",
+        'instruct = load_dataset("path/to/this/folder", "instruct")',
+        "```",
+        "",
+        "## Source",
+        "",
+        f"- RadImageNet copy: `{source.get('root', '?')}`",
+        f"- split assignment: {source.get('split_source', '?')}",
+        f"- images used: {source.get('images', '?')}; files on disk: {source.get('files_on_disk', '?')}",
     ]
-    for config, splits in manifest["records"].items():
-        for split, n in splits.items():
-            lines.append(f"| {config} | {split} | {n} |")
+    for reason, n in (source.get("skipped") or {}).items():
+        lines.append(f"- skipped, {reason}: {n}")
     lines += [
         "",
-        "Images are referenced by path relative to the RadImageNet copy; RadImageNet's data-use terms",
-        "apply to them. `manifest.json` records the configuration, versions and sha256 of every shard.",
+        "## Generation",
+        "",
+        f"- radvqa {env.get('radvqa', '?')} (Python {env.get('python', '?')}), seed **{manifest.get('seed', '?')}**",
+        f"- settings: `{orjson.dumps(config, option=orjson.OPT_SORT_KEYS).decode()}`",
+        f"- taxonomy sha256: `{manifest.get('taxonomy', {}).get('sha256', '?')}`",
+        "- templates sha256: "
+        + ", ".join(f"{k} `{v[:12]}`" for k, v in manifest.get("templates", {}).get("sha256", {}).items()),
+        "- `manifest.json` records every setting, the versions and the sha256 of every shard.",
+        "",
+        "## Counts",
+        "",
+        *_records_table(manifest, stats),
+        "",
+    ]
+    slots = _slots_table(manifest, stats)
+    if slots:
+        lines += ["### Records per slot", "", *slots, ""]
+    if stats is not None:
+        counts = stats.image_counts()
+        splits = list(stats.image_views())
+        for table in (
+            grouped_table(counts, splits, "regions", "Images per region", ("region",), lambda k: (k[2],)),
+            grouped_table(counts, splits, "modalities", "Images per modality", ("modality",), lambda k: (k[1],)),
+            normal_table(counts, splits),
+            grouped_table(
+                counts,
+                splits,
+                "pathologies",
+                "Images per class",
+                ("modality", "region", "pathology"),
+                lambda k: (k[1], k[2], k[3]),
+            ),
+        ):
+            if table.rows:
+                lines.append(to_markdown(table))
+    if charts:
+        lines += ["## Charts", ""] + [f"![{Path(c).stem}]({c})" for c in charts] + [""]
+        lines += ["Full tables: `stats/stats.md` (`radvqa stats OUT` refreshes them).", ""]
+    lines += _benchmark_section(manifest, stats)
+    lines += [
+        "## License",
+        "",
+        "The images are not included: they stay in your RadImageNet copy, and RadImageNet's data-use terms",
+        "apply to them, to the labels every question and caption is derived from, and to anything that embeds",
+        "them (for example a parquet export with image bytes). Check those terms before sharing this folder.",
+        "",
+        "## Citation",
+        "",
+        f"If you use this dataset, cite the RadImageNet-VQA paper ({PAPER}) and RadImageNet:",
+        "",
+        CITATION,
         "",
     ]
     return "\n".join(lines)
 
 
 def write_card(out: Path, manifest: dict[str, Any]) -> None:
-    """Write README.md atomically."""
-    write_bytes_atomic(Path(out) / "README.md", render_card(manifest).encode())
+    """Write README.md atomically, with counts read from the alignment and benchmark shards."""
+    out = Path(out)
+    parts = dataset_parts(out, manifest)
+    stats = compute_stats(out, manifest, configs=("alignment", "benchmark"))
+    found = sorted((out / STATS_FOLDER).glob("*.png"), key=lambda p: (_CHART_ORDER.get(p.stem, 99), p.name))
+    charts = [p.relative_to(out).as_posix() for p in found]
+    text = render_card(manifest, stats, jsonl_features(parts), parts, "jsonl", charts)
+    write_bytes_atomic(out / "README.md", text.encode())

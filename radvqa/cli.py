@@ -265,6 +265,84 @@ def audit(
             write_json(json_out, report.to_dict())
         if not report.passed:
             raise typer.Exit(1)
+# ---- export, stats (issue 6) ------------------------------------------------------------
+
+
+@app.command("export")
+def export(
+    out: Annotated[Path, typer.Argument(help="Dataset folder written by 'radvqa generate'.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="llava | sharegpt | hf-parquet | vlmevalkit.")],
+    dest: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the export into.")],
+    group: Annotated[
+        str, typer.Option("--group", help="llava/sharegpt: one conversation per 'question' or per 'image'.")
+    ] = "question",
+    root: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--root",
+            help="RadImageNet copy: hf-parquet embeds image bytes from it, llava/sharegpt write absolute "
+            "image paths, vlmevalkit reads images from it (default: the manifest's source root).",
+        ),
+    ] = None,
+    only: Annotated[
+        Optional[list[str]],
+        typer.Option("--only", help="Export only this config (repeatable): alignment, instruct, benchmark."),
+    ] = None,
+    shard_size: Annotated[
+        Optional[int],
+        typer.Option("--shard-size", help="hf-parquet: rows per file (default 10,000 with images, else 500,000)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous export in the folder.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Export a dataset for LLaVA, ShareGPT/LLaMA-Factory, Hugging Face (parquet) or VLMEvalKit."""
+    from .export import export_dataset
+
+    with _errors():
+        result = export_dataset(
+            out,
+            dest,
+            format,
+            group=group,
+            root=root,
+            configs=tuple(only) if only else None,
+            shard_rows=shard_size,
+            overwrite=overwrite,
+            progress=_progress(quiet),
+        )
+        if not quiet:
+            for line in result.lines():
+                _say(line)
+
+
+@app.command("stats")
+def stats(
+    out: Annotated[Path, typer.Argument(help="Dataset folder written by 'radvqa generate'.")],
+    report: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", "-o", help="Report folder for stats.md and PNG charts (default: OUT/stats; the card embeds them)."
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Count records per split, region, modality, pathology and slot; check letter and yes/no balance."""
+    from .card import STATS_FOLDER, write_card
+    from .dataset_files import load_manifest
+    from .stats import compute_stats, require_matplotlib, tables, to_text, write_report
+
+    with _errors():
+        require_matplotlib()
+        manifest = load_manifest(out)
+        result = compute_stats(out, manifest, progress=_progress(quiet))
+        for table in tables(result):
+            typer.echo(to_text(table))
+        folder = report if report is not None else out / STATS_FOLDER
+        written = write_report(result, folder, manifest)
+        if report is None or report.resolve() == (out / STATS_FOLDER).resolve():
+            write_card(out, manifest)  # the card embeds the charts it finds in OUT/stats
+        if not quiet:
+            _say(f"wrote {written.markdown} and {len(written.charts)} charts")
 
 
 # --- ingest-dicom ----------------------------------------------------------------------------

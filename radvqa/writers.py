@@ -19,7 +19,7 @@ import orjson
 from .errors import OutputError
 
 # What `generate` owns inside an output folder; only these are removed by --overwrite.
-OWNED = ("alignment", "instruct", "benchmark", "manifest.json", "README.md")
+OWNED = ("alignment", "instruct", "benchmark", "manifest.json", "README.md", "stats")
 
 
 @dataclass(frozen=True)

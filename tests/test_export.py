@@ -1,0 +1,378 @@
+"""`radvqa export`: every format parsed back, hf-parquet loaded with the real `datasets` library."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from export_fixtures import bench_dataset, config_records, hf_offline  # noqa: F401
+from PIL import Image
+from typer.testing import CliRunner
+
+from radvqa.cli import app
+from radvqa.config import Config
+from radvqa.dataset import generate_dataset
+from radvqa.dataset_files import load_manifest
+from radvqa.errors import MissingDependencyError
+from radvqa.export import MCQ_TSV, OPEN_TSV, export_dataset, question_stem
+from radvqa.taxonomy import Taxonomy
+from radvqa.templates import TemplateSet
+
+runner = CliRunner()
+PARTS = [
+    ("alignment", "train"),
+    ("alignment", "val"),
+    ("instruct", "train"),
+    ("instruct", "val"),
+    ("benchmark", "test"),
+]
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def source_root(out: Path) -> Path:
+    return Path(load_manifest(out)["source"]["root"])
+
+
+# ---------------------------------------------------------------- hf-parquet
+
+
+@pytest.fixture(scope="module")
+def parquet_with_images(bench_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("pq") / "with-images"
+    code, output = run(
+        "export", bench_dataset, "--format", "hf-parquet", "-o", dest, "--root", source_root(bench_dataset)
+    )
+    assert code == 0, output
+    return dest
+
+
+def test_hf_parquet_loads_like_the_released_dataset(
+    bench_dataset: Path, parquet_with_images: Path, hf_offline: Path
+) -> None:
+    import datasets
+
+    root = source_root(bench_dataset)
+    assert "Image bytes are embedded in the parquet files" in (parquet_with_images / "README.md").read_text()
+    for config, split in PARTS:
+        records = config_records(bench_dataset, config, split)
+        table = datasets.load_dataset(str(parquet_with_images), config, split=split, cache_dir=str(hf_offline))
+        assert table.num_rows == len(records)
+        assert isinstance(table.features["image"], datasets.Image)
+        meta = table.features["metadata"]
+        assert list(meta) == [
+            "content_type",
+            "correct_text",
+            "is_abnormal",
+            "location",
+            "modality",
+            "pathology",
+            "question_id",
+        ]
+        if config == "benchmark":
+            assert table.column_names == ["image", "question", "choices", "answer", "question_type", "metadata"]
+            assert table.features["choices"] == datasets.List(datasets.Value("string"))
+        else:
+            assert table.column_names == ["image", "conversations", "metadata"]
+        for i in (0, 3, len(records) - 1):
+            row, record = table[i], records[i]
+            assert row["metadata"]["question_id"] == record["id"]
+            assert row["metadata"]["location"] == record["region"]
+            assert row["metadata"]["is_abnormal"] == record["is_abnormal"]
+            assert row["metadata"]["content_type"] == record["task"]
+            if config == "alignment":
+                assert row["metadata"]["correct_text"] is None
+            else:
+                assert row["metadata"]["correct_text"] == record["answer_text"]
+            with Image.open(root / record["image"]) as source:
+                assert row["image"].size == source.size
+                assert row["image"].tobytes() == source.tobytes()
+            if config == "benchmark":
+                assert row["question"] == question_stem(record)
+                assert row["choices"] == record["choices"]
+                assert row["answer"] == record["answer"]
+                assert row["question_type"] == record["question_type"]
+            else:
+                human, gpt = row["conversations"]
+                assert human == {"from": "human", "value": "<image>\n" + record["question"]}
+                assert gpt == {"from": "gpt", "value": record["answer"]}
+
+
+def test_hf_parquet_without_root_references_images_and_shards(
+    bench_dataset: Path, tmp_path: Path, hf_offline: Path
+) -> None:
+    import datasets
+
+    dest = tmp_path / "pq"
+    code, output = run(
+        "export", bench_dataset, "-f", "hf-parquet", "-o", dest, "--shard-size", "1000", "--only", "instruct"
+    )
+    assert code == 0, output
+    records = config_records(bench_dataset, "instruct", "train")
+    shards = sorted((dest / "instruct").glob("train-*.parquet"))
+    n = -(-len(records) // 1000)
+    assert [p.name for p in shards] == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+    assert not (dest / "alignment").exists() and (dest / "manifest.json").is_file()
+    table = datasets.load_dataset(str(dest), "instruct", split="train", cache_dir=str(hf_offline))
+    table = table.cast_column("image", datasets.Image(decode=False))
+    assert table.num_rows == len(records)
+    assert table[len(records) - 1]["image"] == {"bytes": None, "path": records[-1]["image"]}
+
+
+def test_question_stem_drops_the_option_lines_only() -> None:
+    record = {
+        "question": "Which region?\nA. hip\nB. knee\nC. spine\nD. brain",
+        "choices": ["hip", "knee", "spine", "brain"],
+    }
+    assert question_stem(record) == "Which region?"
+    assert question_stem({"question": "Is it normal?", "choices": []}) == "Is it normal?"
+    odd = {"question": "Which?\nA. x", "choices": ["y"]}
+    assert question_stem(odd) == odd["question"]
+
+
+# ---------------------------------------------------------------- llava / sharegpt
+
+
+def test_llava_one_conversation_per_question(bench_dataset: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "llava"
+    code, output = run("export", bench_dataset, "-f", "llava", "-o", dest)
+    assert code == 0, output
+    for config, split in PARTS:
+        records = config_records(bench_dataset, config, split)
+        items = json.loads((dest / f"{config}_{split}.json").read_text())
+        assert len(items) == len(records)
+        for item, record in zip(items, records):
+            assert item["id"] == record["id"] and item["image"] == record["image"]
+            assert item["conversations"] == [
+                {"from": "human", "value": "<image>\n" + record["question"]},
+                {"from": "gpt", "value": record["answer"]},
+            ]
+
+
+def test_llava_group_image_survives_shard_boundaries(
+    sample_copy: Path, config: Config, taxonomy: Taxonomy, templates: TemplateSet, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    generate_dataset(sample_copy, out, config.with_overrides(shard_size=400), taxonomy, templates)
+    assert len(list(out.glob("instruct/train-*.jsonl"))) > 2  # 400 is not a multiple of 9: images straddle shards
+    dest = tmp_path / "llava"
+    code, output = run("export", out, "-f", "llava", "--group", "image", "-o", dest, "--root", sample_copy)
+    assert code == 0, output
+    records = config_records(out, "instruct", "train")
+    items = json.loads((dest / "instruct_train.json").read_text())
+    assert len(items) == len(records) // 9 == load_manifest(out)["records"]["alignment"]["train"]
+    for item in items[:50]:
+        turns = item["conversations"]
+        assert len(turns) == 18
+        assert [t["from"] for t in turns] == ["human", "gpt"] * 9
+        assert turns[0]["value"].startswith("<image>\n")
+        assert sum("<image>" in t["value"] for t in turns) == 1
+        assert Path(item["image"]).is_absolute() and Path(item["image"]).is_file()
+        assert len(item["id"]) == 16
+
+
+def test_sharegpt_messages_and_llamafactory_info(bench_dataset: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "sharegpt"
+    root = source_root(bench_dataset)
+    code, output = run("export", bench_dataset, "-f", "sharegpt", "-o", dest, "--group", "image", "--root", root)
+    assert code == 0, output
+    info = json.loads((dest / "dataset_info.json").read_text())
+    assert set(info) == {f"radvqa_{c}_{s}" for c, s in PARTS}
+    for config, split in PARTS:
+        entry = info[f"radvqa_{config}_{split}"]
+        assert entry["formatting"] == "sharegpt" and entry["columns"] == {"messages": "messages", "images": "images"}
+        lines = (dest / entry["file_name"]).read_text().splitlines()
+        records = config_records(bench_dataset, config, split)
+        per_image = 1 if config == "alignment" else 9
+        assert len(lines) == len(records) // per_image
+        for line in lines[:20]:
+            item = json.loads(line)
+            roles = [m["role"] for m in item["messages"]]
+            assert roles == ["user", "assistant"] * per_image
+            assert sum(m["content"].count("<image>") for m in item["messages"]) == len(item["images"]) == 1
+            assert item["messages"][0]["content"].startswith("<image>")
+            assert Path(item["images"][0]).is_file()
+
+
+# ---------------------------------------------------------------- vlmevalkit
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def resolve_images(rows: list[dict[str, str]]) -> dict[str, bytes]:
+    """VLMEvalKit's rule: an image cell of <= 64 characters is the index of the row holding the image."""
+    cells = {row["index"]: row["image"] for row in rows}
+    out = {}
+    for index, cell in cells.items():
+        if len(cell) <= 64:
+            assert len(cells[cell]) > 64
+            cell = cells[cell]
+        out[index] = base64.b64decode(cell)
+    return out
+
+
+def test_vlmevalkit_tsvs_decode_and_match_the_benchmark(bench_dataset: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "vlm"
+    code, output = run("export", bench_dataset, "-f", "vlmevalkit", "-o", dest)  # root from the manifest
+    assert code == 0, output
+    records = {r["id"]: r for r in config_records(bench_dataset, "benchmark", "test")}
+    mcq, open_ = read_tsv(dest / MCQ_TSV), read_tsv(dest / OPEN_TSV)
+    assert len(mcq) + len(open_) == len(records)
+    assert {r["id"] for r in mcq} | {r["id"] for r in open_} == set(records)
+    assert len({r["index"] for r in mcq + open_}) == len(records)
+    root = source_root(bench_dataset)
+    for rows in (mcq, open_):
+        images = resolve_images(rows)
+        for row in rows[:60]:
+            record = records[row["id"]]
+            decoded = Image.open(io.BytesIO(images[row["index"]]))
+            with Image.open(root / record["image"]) as source:
+                assert decoded.size == source.size and decoded.tobytes() == source.tobytes()
+            assert "\n" not in row["question"]
+    for row in mcq:
+        record = records[row["id"]]
+        assert row["category"] == record["task"] and row["l2-category"] == record["question_type"]
+        if record["question_type"] == "multiple_choice":
+            assert [row[letter] for letter in "ABCD"] == record["choices"]
+            assert row["answer"] == record["answer"]
+            assert row["question"] == question_stem(record) != record["question"]
+        else:
+            assert (row["A"], row["B"], row["C"], row["D"]) == ("yes", "no", "", "")
+            assert row["answer"] == ("A" if record["answer"] == "yes" else "B")
+    assert all(records[r["id"]]["question_type"] == "open" and r["answer"] == records[r["id"]]["answer"] for r in open_)
+    # rows after the first of each image point back to it instead of repeating the base64
+    assert sum(len(r["image"]) <= 64 for r in mcq) > len(mcq) // 2
+
+
+def test_vlmevalkit_needs_a_benchmark(bench_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(bench_dataset, out)
+    shutil.rmtree(out / "benchmark")
+    code, output = run("export", out, "-f", "vlmevalkit", "-o", tmp_path / "v")
+    assert code == 1 and "no test-*.jsonl shards, but the manifest lists" in output
+    manifest = load_manifest(out)
+    manifest["records"].pop("benchmark")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    code, output = run("export", out, "-f", "vlmevalkit", "-o", tmp_path / "v")
+    assert code == 1 and "no benchmark (benchmark/test-*.jsonl) to export" in output
+
+
+# ---------------------------------------------------------------- errors and safety
+
+
+def test_export_refuses_a_non_empty_folder_unless_overwrite(bench_dataset: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "llava"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+    code, output = run("export", bench_dataset, "-f", "llava", "-o", dest, "--only", "alignment")
+    assert code == 1 and "not empty" in output and "--overwrite" in output
+    code, output = run("export", bench_dataset, "-f", "llava", "-o", dest, "--only", "alignment", "--overwrite")
+    assert code == 0, output
+    assert (dest / "notes.txt").read_text() == "mine"  # only our own files are replaced
+    assert sorted(p.name for p in dest.iterdir()) == ["alignment_train.json", "alignment_val.json", "notes.txt"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-f", "lava"], "unknown format 'lava' (did you mean 'llava'?)"),
+        (["-f", "hf-parquet", "--group", "image"], "--group image applies to llava and sharegpt"),
+        (["-f", "llava", "--group", "images"], "unknown --group 'images' (did you mean 'image'?)"),
+        (["-f", "llava", "--only", "instrukt"], "unknown config 'instrukt' (did you mean 'instruct'?)"),
+        (["-f", "llava", "--root", "/nonexistent/radimagenet"], "RadImageNet copy not found"),
+    ],
+)
+def test_export_bad_options_are_one_line_errors(
+    bench_dataset: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, output = run("export", bench_dataset, "-o", tmp_path / "x", *args)
+    assert code == 1
+    assert message in output
+    assert "Traceback" not in output
+
+
+def test_export_into_the_dataset_itself_is_refused(bench_dataset: Path) -> None:
+    code, output = run("export", bench_dataset, "-f", "llava", "-o", bench_dataset, "--overwrite")
+    assert code == 1 and "is the dataset itself" in output
+    assert (bench_dataset / "alignment").is_dir()
+
+
+def test_export_names_a_malformed_line_and_a_missing_image(bench_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(bench_dataset, out)
+    shard = sorted(out.glob("benchmark/test-*.jsonl"))[0]
+    lines = shard.read_text().splitlines()
+    lines[4] = lines[4][:-5]
+    shard.write_text("\n".join(lines) + "\n")
+    code, output = run("export", out, "-f", "sharegpt", "-o", tmp_path / "s", "--only", "benchmark")
+    assert code == 1 and f"{shard}:5: not a JSON record" in output
+
+    root = tmp_path / "empty-root"
+    root.mkdir()
+    code, output = run(
+        "export", bench_dataset, "-f", "hf-parquet", "-o", tmp_path / "p", "--root", root, "--only", "alignment"
+    )
+    assert code == 1 and "cannot read the image of record" in output and "alignment/train-" in output
+    assert not list((tmp_path / "p").rglob("*.parquet"))  # nothing half-written keeps a final name
+
+
+def test_export_without_manifest_names_the_file(tmp_path: Path) -> None:
+    code, output = run("export", tmp_path, "-f", "llava", "-o", tmp_path / "x")
+    assert code == 1 and "manifest.json: not found" in output
+
+
+def test_hf_parquet_without_pyarrow_names_the_extra(
+    bench_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(MissingDependencyError) as error:
+        export_dataset(bench_dataset, tmp_path / "p", "hf-parquet")
+    assert "radvqa[export]" in (error.value.hint or "")
+    assert not (tmp_path / "p").exists()  # checked before anything is written
+
+
+class RecordingBar:
+    """A progress bar that remembers its total and every update."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc, self.updates = total, desc, []
+
+    def update(self, n: int = 1) -> None:
+        self.updates.append(n)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> RecordingBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("fmt", ["llava", "sharegpt", "hf-parquet", "vlmevalkit"])
+def test_export_reports_progress_up_to_its_total(bench_dataset: Path, tmp_path: Path, fmt: str) -> None:
+    bars: list[RecordingBar] = []
+
+    def progress(total: int, desc: str) -> RecordingBar:
+        bars.append(RecordingBar(total, desc))
+        return bars[-1]
+
+    result = export_dataset(bench_dataset, tmp_path / fmt, fmt, progress=progress)
+    (bar,) = bars
+    assert bar.desc == f"export {fmt}"
+    assert sum(bar.updates) == bar.total == result.records > 0
+    assert all(path.exists() for path in result.files)
+    assert not list((tmp_path / fmt).rglob(".*.tmp*"))
