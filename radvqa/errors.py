@@ -39,7 +39,7 @@ class SplitError(RadVQAError):
 
 
 class DatasetError(RadVQAError):
-    """A generated dataset folder cannot be read (no folder, no or malformed manifest.json...).
+    """A generated dataset folder cannot be read (no manifest, missing shards, a malformed record).
 
     Validation commands exit 2 on it: nothing could be checked.
     """
