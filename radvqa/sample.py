@@ -51,10 +51,13 @@ def placeholder_png(serial: int) -> bytes:
     return _TINY_PNG + serial.to_bytes(8, "little")
 
 
-def split_of(position: int, count: int) -> str:
-    """Deterministic per-class split: the last ~20% test, the ~10% before val, at least one each."""
-    n_test = max(1, round(count * 0.2))
-    n_val = max(1, round(count * 0.1)) if count >= 3 else 0
+SAMPLE_SHARES = (0.1, 0.2)  # val, test: small classes still get test images to cover
+
+
+def split_of(position: int, count: int, shares: tuple[float, float] = SAMPLE_SHARES) -> str:
+    """Deterministic per-class split: the last share test, the share before it val, one of each at least."""
+    n_test = max(1, round(count * shares[1]))
+    n_val = max(1, round(count * shares[0])) if count >= 3 else 0
     if position >= count - n_test:
         return "test"
     if position >= count - n_test - n_val:
@@ -68,6 +71,7 @@ def write_copy(
     counts: Mapping[int, int],
     image_bytes: Callable[[int], bytes] = png_bytes,
     quirks: bool = True,
+    shares: tuple[float, float] = SAMPLE_SHARES,
 ) -> Quirks | None:
     """Write ``dest/radiology_ai/...`` and the three CSVs; ``counts`` maps class index -> images."""
     data = dest / TOP_FOLDER
@@ -81,7 +85,7 @@ def write_copy(
             name = f"{cls.anatomy}-{cls.pathology}{position:06d}.png"
             (folder / name).write_bytes(image_bytes(serial))
             serial += 1
-            rows[split_of(position, n)].append((f"{TOP_FOLDER}/{cls.folder}/{name}", cls.label))
+            rows[split_of(position, n, shares)].append((f"{TOP_FOLDER}/{cls.folder}/{name}", cls.label))
     planted = _plant_quirks(data, taxonomy, rows, image_bytes, serial) if quirks else None
     for split, name in CSV_NAMES.items():
         lines = ["filename,label"] + [f"{path},{label}" for path, label in rows[split]]

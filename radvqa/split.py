@@ -19,6 +19,7 @@ Benchmark images come only from the test split. Strata are modality x region x p
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -134,7 +135,8 @@ class _Checker:
     """Blank/unreadable/duplicate checks for candidates, cached; only size-mates are hashed."""
 
     def __init__(self, table: pd.DataFrame, data_root: Path, check_images: bool) -> None:
-        self.paths = [data_root / image for image in table["image"].tolist()]
+        self.root = str(data_root)
+        self.images = table["image"].tolist()
         self.ids = table["image_id"].tolist()
         self.splits = table["split"].tolist()
         self.classes = table["class_index"].tolist()
@@ -145,6 +147,10 @@ class _Checker:
             self.by_size[size].append(row)
         self.twins_of: dict[int, list[int]] = {}  # row -> rows with identical bytes (hashed groups only)
         self.verdicts: dict[int, str] = {}
+
+    def path(self, row: int) -> str:
+        """The file of a row (paths are built only for the few rows looked at)."""
+        return os.path.join(self.root, self.images[row])
 
     def verdict(self, row: int) -> str:
         """'' when the candidate may enter the benchmark, else the reason it may not."""
@@ -160,7 +166,7 @@ class _Checker:
         if not self.check_images:
             return ""
         try:
-            with Image.open(self.paths[row]) as image:
+            with Image.open(self.path(row)) as image:
                 extrema = image.getextrema()
         except (OSError, UnidentifiedImageError, ValueError):
             return "unreadable"
@@ -172,7 +178,8 @@ class _Checker:
             members = self.by_size[self.sizes[row]]
             groups: dict[bytes, list[int]] = defaultdict(list)
             for member in members if len(members) > 1 else []:
-                digest = hashlib.blake2b(self.paths[member].read_bytes(), digest_size=16).digest()
+                with open(self.path(member), "rb") as handle:
+                    digest = hashlib.blake2b(handle.read(), digest_size=16).digest()
                 groups[digest].append(member)
             for group in groups.values():
                 for member in group:

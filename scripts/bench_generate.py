@@ -27,6 +27,7 @@ from radvqa.taxonomy import load_taxonomy
 
 COUNTS = Path(__file__).with_name("radimagenet_counts.csv")
 PLACEHOLDER_SIZE = len(placeholder_png(0))
+OFFICIAL_SHARES = (0.037, 0.074)  # val, test shares of the official RadiologyAI CSVs
 
 
 def class_counts(scale: float) -> dict[int, int]:
@@ -77,7 +78,7 @@ def main() -> None:
         if not (root / "RadiologyAI_train.csv").exists():
             start = time.perf_counter()
             counts = class_counts(args.scale)
-            write_copy(root, load_taxonomy(), counts, image_bytes=placeholder_png, quirks=False)
+            write_copy(root, load_taxonomy(), counts, image_bytes=placeholder_png, quirks=False, shares=OFFICIAL_SHARES)
             realistic_sizes(root)
             print(f"built copy: {sum(counts.values()):,} images in {time.perf_counter() - start:.1f} s")
         for workers in (int(w) for w in args.workers.split(",")):
