@@ -187,7 +187,7 @@ def _benchmark_section(manifest: dict[str, Any], stats: DatasetStats | None) -> 
         rule = info.get("rule")
         lines += ["Selection rule: " + (str(rule) if rule else _BENCHMARK_RULE), ""]
         figures = {k: v for k, v in info.items() if k != "rule"}
-        for key, value in figures.items():
+        for key, value in sorted(figures.items()):  # same order as the sorted manifest.json
             lines.append(f"- **{key.replace('_', ' ')}**: {_show(value)}")
         if figures:
             lines.append("")
@@ -300,11 +300,12 @@ def render_card(
     return "\n".join(lines)
 
 
-def write_card(out: Path, manifest: dict[str, Any]) -> None:
-    """Write README.md atomically, with counts read from the alignment and benchmark shards."""
+def write_card(out: Path, manifest: dict[str, Any], stats: DatasetStats | None = None) -> None:
+    """Write README.md atomically; without ``stats``, counts are read from the alignment and benchmark shards."""
     out = Path(out)
     parts = dataset_parts(out, manifest)
-    stats = compute_stats(out, manifest, configs=("alignment", "benchmark"))
+    if stats is None:
+        stats = compute_stats(out, manifest, configs=("alignment", "benchmark"))
     found = sorted((out / STATS_FOLDER).glob("*.png"), key=lambda p: (_CHART_ORDER.get(p.stem, 99), p.name))
     charts = [p.relative_to(out).as_posix() for p in found]
     text = render_card(manifest, stats, jsonl_features(parts), parts, "jsonl", charts)

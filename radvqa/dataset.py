@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import __version__
 from .card import write_card
+from .stats import DatasetStats, compute_stats
 from .config import Config, benchmark_settings
 from .generate import INSTRUCT_SLOTS, Plan, Slice, build_plan, render
 from .progress import NullProgress, ProgressBar
@@ -247,10 +248,24 @@ def generate_dataset(
         shards = run_tasks(tasks, plans, config.workers, bar)
     result = GenerateResult(out=out, source=report, records=records, shards=shards, benchmark=benchmark)
     manifest = build_manifest(root, config, taxonomy, templates, result)
-    write_card(out, manifest)
+    write_card(out, manifest, card_stats(out, manifest, table, taxonomy))
     write_json(out / "manifest.json", manifest)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def card_stats(out: Path, manifest: dict[str, Any], table: pd.DataFrame, taxonomy: Taxonomy) -> DatasetStats:
+    """Card statistics without re-reading the alignment shards: image counts come from the table."""
+    stats = compute_stats(out, manifest, configs=("benchmark",))
+    for split in TRAINING_SPLITS:
+        counts = class_counts(table[table["split"] == split], taxonomy)
+        for cls, n in zip(taxonomy.classes, counts):
+            if n:
+                key = ("alignment", split, cls.modality_name, cls.region_name, cls.pathology_name, cls.is_abnormal)
+                stats.images[key] += int(n)
+        stats.records[("alignment", split)] += int(counts.sum())
+        stats.slots[("alignment", split, "caption")] += int(counts.sum())
+    return stats
 
 
 def generate_sample_dataset(
