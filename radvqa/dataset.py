@@ -22,7 +22,7 @@ from .config import Config, benchmark_settings
 from .generate import INSTRUCT_SLOTS, Plan, Slice, build_plan, render
 from .progress import NullProgress, ProgressBar
 from .sample import build_sample
-from .source import SourceReport, locate, read_source
+from .source import SourceReport, file_sizes, locate, read_source
 from .split import BENCHMARK, balanced_letters, read_splits, select_benchmark
 from .taxonomy import Taxonomy
 from .templates import TemplateSet
@@ -149,23 +149,39 @@ def _run_in_worker(task: ShardTask) -> ShardInfo:
 
 
 def run_tasks(
-    tasks: list[ShardTask], plans: dict[str, Plan], workers: int, bar: ProgressBar
+    tasks: list[ShardTask],
+    plans: dict[str, Plan],
+    workers: int,
+    bar: ProgressBar,
+    later: Callable[[], tuple[list[ShardTask], Plan]] | None = None,
 ) -> list[ShardInfo]:
-    """Write every shard, in a process pool when ``workers`` > 1; results in task order."""
-    results: list[ShardInfo | None] = [None] * len(tasks)
-    if workers <= 1 or len(tasks) <= 1:
-        for i, task in enumerate(tasks):
-            results[i] = run_task(task, plans[task.split])
-            bar.update(task.count)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(plans,)) as pool:
-            futures = {pool.submit(_run_in_worker, task): i for i, task in enumerate(tasks)}
-            for future in as_completed(futures):
-                i = futures[future]
-                results[i] = future.result()
-                bar.update(tasks[i].count)
-    return [r for r in results if r is not None]
+    """Write every shard, in a process pool when ``workers`` > 1; results in task order.
+
+    ``later`` runs in this process while the pool works and returns more tasks with their
+    plan (the benchmark: its selection reads file sizes, which overlaps with rendering).
+    """
+    if workers <= 1:
+        results = [run_task(task, plans[task.split]) for task in _counted(tasks, bar)]
+        if later is not None:
+            late_tasks, plan = later()
+            results += [run_task(task, plan) for task in _counted(late_tasks, bar)]
+        return results
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(plans,)) as pool:
+        futures = [pool.submit(_run_in_worker, task) for task in tasks]
+        if later is not None:
+            late_tasks, plan = later()
+            futures += [pool.submit(run_task, task, plan) for task in late_tasks]
+            tasks = tasks + late_tasks
+        for future in as_completed(futures):
+            bar.update(tasks[futures.index(future)].count)
+        return [future.result() for future in futures]
+
+
+def _counted(tasks: list[ShardTask], bar: ProgressBar) -> Iterator[ShardTask]:
+    for task in tasks:
+        yield task
+        bar.update(task.count)
 
 
 def environment() -> dict[str, str]:
@@ -184,7 +200,10 @@ def environment() -> dict[str, str]:
 def choose_benchmark(
     table: pd.DataFrame, taxonomy: Taxonomy, config: Config, root: Path, splits_file: Path | None
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
-    """Apply a saved split file, or run the default stratified split: (table, benchmark rows, report)."""
+    """Apply a saved split file, or run the default stratified split: (table, benchmark rows, report).
+
+    The default split needs a ``size`` column (file sizes, for the duplicate check).
+    """
     if splits_file is None:
         rows, report = select_benchmark(table, taxonomy, benchmark_settings(config), locate(root).root)
         return table, rows, report.to_dict()
@@ -219,8 +238,10 @@ def generate_dataset(
     started = time.perf_counter()
     out = Path(out)
     prepare_output(out, overwrite, check_only=True)
-    table, report = read_source(root, taxonomy, config.split_ratios, with_sizes=splits_file is None)
-    table, benchmark_rows, benchmark = choose_benchmark(table, taxonomy, config, Path(root), splits_file)
+    table, report = read_source(root, taxonomy, config.split_ratios)
+    benchmark: dict[str, Any] = {}
+    if splits_file is not None:
+        table, saved_rows, benchmark = choose_benchmark(table, taxonomy, config, Path(root), splits_file)
     prepare_output(out, overwrite)
     plans: dict[str, Plan] = {}
     tasks: list[ShardTask] = []
@@ -233,19 +254,30 @@ def generate_dataset(
             (out / name).mkdir(exist_ok=True)
             records[name][split] = len(images) * CONFIGS[name]
             tasks.extend(shard_tasks(name, split, images, config.shard_size, out))
-    bench = table.iloc[benchmark_rows]
-    plans["test"] = build_plan(taxonomy, templates, config, "test", class_counts(bench, taxonomy), "benchmark")
-    images = replace(
-        image_slice(bench),
-        anatomy_letter=balanced_letters(len(bench), config.seed, 1),
-        pathology_letter=balanced_letters(len(bench), config.seed, 2),
-    )
-    (out / "benchmark").mkdir(exist_ok=True)
-    records["benchmark"]["test"] = len(images) * CONFIGS["benchmark"]
-    tasks.extend(shard_tasks("benchmark", "test", images, max(1, records["benchmark"]["test"]), out))
+
+    def benchmark_tasks() -> tuple[list[ShardTask], Plan]:
+        """Select the benchmark (unless a split file did) and plan its one shard."""
+        if splits_file is None:
+            sized = table.assign(size=file_sizes(table, locate(root).root))
+            _, chosen, selection = choose_benchmark(sized, taxonomy, config, Path(root), None)
+            benchmark.update(selection)
+        else:
+            chosen = saved_rows
+        bench = table.iloc[chosen]
+        plan = build_plan(taxonomy, templates, config, "test", class_counts(bench, taxonomy), "benchmark")
+        images = replace(
+            image_slice(bench),
+            anatomy_letter=balanced_letters(len(bench), config.seed, 1),
+            pathology_letter=balanced_letters(len(bench), config.seed, 2),
+        )
+        (out / "benchmark").mkdir(exist_ok=True)
+        records["benchmark"]["test"] = len(images) * CONFIGS["benchmark"]
+        return shard_tasks("benchmark", "test", images, max(1, records["benchmark"]["test"]), out), plan
+
+    # The bar counts train and val records; the benchmark adds about 0.1%.
     bar = progress(sum(t.count for t in tasks), "generate") if progress else NullProgress()
     with bar:
-        shards = run_tasks(tasks, plans, config.workers, bar)
+        shards = run_tasks(tasks, plans, config.workers, bar, later=benchmark_tasks)
     result = GenerateResult(out=out, source=report, records=records, shards=shards, benchmark=benchmark)
     manifest = build_manifest(root, config, taxonomy, templates, result)
     write_card(out, manifest, card_stats(out, manifest, table, taxonomy))

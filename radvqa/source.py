@@ -157,6 +157,22 @@ def walk_images(data_dir: Path, with_sizes: bool = False) -> list[tuple[str, int
     ]
 
 
+def file_sizes(table: pd.DataFrame, root: Path) -> np.ndarray:
+    """Size in bytes of every image of a table (``image`` relative to ``root``), one stat each."""
+    folders: dict[str, list[str]] = {}
+    for image in table["image"].tolist():
+        folder, _, name = image.rpartition("/")
+        folders.setdefault(folder, []).append(name)
+    sizes = {
+        (folder, name): size
+        for folder, names in folders.items()
+        for name, size in zip(names, _folder_sizes((os.path.join(root, folder), folder, names)))
+    }
+    return np.fromiter(
+        (sizes[image.rpartition("/")[::2]] for image in table["image"].tolist()), dtype=np.int64, count=len(table)
+    )
+
+
 def _folder_sizes(folder: tuple[str, str, list[str]]) -> list[int]:
     path, _, images = folder
     descriptor = os.open(path, os.O_RDONLY)
@@ -276,13 +292,13 @@ def _from_csvs(
     seen = set(compress(candidates, parsed))
     present = [f and c in sizes for c, f in zip(candidates, first)]
     missing = [c for c, f, p in zip(candidates, first, present) if f and not p]
-    ids = list(compress(candidates, present))
+    ids = [c for c, p in zip(candidates, present) if p and c is not None]
     report.skip("CSV path without a CT/, MR/ or US/ folder", unparsed)
     report.skip("listed more than once in the CSVs (first kept)", duplicated)
     report.skip("CSV row whose image file is missing", missing)
     not_listed = sorted(i for i in sizes if i not in seen and not i.startswith("US/"))
     report.skip("image on disk but in no split CSV", not_listed)
-    return ids, list(compress(splits, present)), list(compress(labels, present))  # type: ignore[arg-type]
+    return ids, list(compress(splits, present)), list(compress(labels, present))
 
 
 def _row_ref(where: list[tuple[str, int]], index: int) -> str:
