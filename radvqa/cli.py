@@ -7,7 +7,6 @@ usage errors exit 2 (typer); anything else is a bug and shows a traceback only w
 from __future__ import annotations
 
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,8 +40,14 @@ def _say(line: str) -> None:
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """The one error funnel: a known error is one red line and exit 1."""
+def _errors(unreadable_exit: int = 1) -> Iterator[None]:
+    """The one error funnel: a known error is one red line and exit 1.
+
+    Validation commands pass ``unreadable_exit=2``: a dataset folder that cannot be read at
+    all (DatasetError) means nothing was checked.
+    """
+    from .errors import DatasetError
+
     try:
         yield
     except RadVQAError as error:
@@ -51,7 +56,7 @@ def _errors() -> Iterator[None]:
         typer.secho(f"ERROR: {error}", fg=typer.colors.RED, err=True)
         if error.hint:
             _say(f"hint: {error.hint}")
-        raise typer.Exit(1)
+        raise typer.Exit(unreadable_exit if isinstance(error, DatasetError) else 1)
 
 
 def _progress(quiet: bool) -> Callable[[int, str], ProgressBar]:
@@ -423,20 +428,6 @@ ValidateWorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Worke
 ShowOpt = Annotated[int, typer.Option("--show", min=0, help="Example findings printed per rule.")]
 
 
-@contextmanager
-def _unreadable_exits_2() -> Iterator[None]:
-    """A dataset folder that cannot be read at all is exit 2 (nothing was checked), not 1."""
-    from .errors import DatasetError
-
-    try:
-        yield
-    except DatasetError as error:
-        if _State.debug:
-            raise
-        typer.secho(f"ERROR: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
-
-
 def _finish_validation(report: object, json_report: Path | None, show: int, quiet: bool) -> None:
     from .validate import Report
     from .writers import write_json
@@ -462,7 +453,7 @@ def validate_distractors_command(
     """Check every multiple-choice and closed question: options, letters, names, balance, name cues."""
     from .validate import validate_distractors
 
-    with _errors(), _unreadable_exits_2():
+    with _errors(unreadable_exit=2):
         report = validate_distractors(out, workers=workers, progress=_progress(quiet))
         _finish_validation(report, json_report, show, quiet)
 
@@ -481,7 +472,7 @@ def validate_command(
     """Check a whole dataset: fields, text, ids, images, shards vs manifest, benchmark leaks, distractors."""
     from .validate import validate_dataset
 
-    with _errors(), _unreadable_exits_2():
+    with _errors(unreadable_exit=2):
         report = validate_dataset(out, root=root, workers=workers, progress=_progress(quiet))
         _finish_validation(report, json_report, show, quiet)
 
