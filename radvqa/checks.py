@@ -110,7 +110,6 @@ _DYNAMIC_FIELDS = ("question", "choices", "answer", "answer_text")
 _STATIC_FIELDS = tuple(name for name in _FIELDS if name not in _DYNAMIC_FIELDS)
 _MISSING = object()
 _STATIC_CACHE_LIMIT = 50_000
-IDENTITY_FIELDS = ("id", "image")
 SPLITS = ("train", "val", "test")
 MC_SLOTS = ("anatomy_mc", "pathology_mc")
 SLOTS = ("caption",) + INSTRUCT_SLOTS

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, Optional
 
 import typer
 
@@ -28,7 +28,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-T = TypeVar("T")
 
 
 class _State:
@@ -475,11 +474,6 @@ def validate_command(
     with _errors(unreadable_exit=2):
         report = validate_dataset(out, root=root, workers=workers, progress=_progress(quiet))
         _finish_validation(report, json_report, show, quiet)
-
-
-def run() -> None:
-    """Console-script entry point."""
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,8 +14,6 @@ probabilities exactly and always gives k distinct names (Madow 1949).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 _FLOOR = 1e-200
@@ -88,14 +86,6 @@ def fit_inclusion(
         weights = weights * np.sqrt(ratio)
         weights = weights / weights.max()
     return probs + fixed_values
-
-
-@dataclass(frozen=True)
-class DrawPlan:
-    """Fitted inclusion rows for one pool, indexed by the true name."""
-
-    probs: np.ndarray  # (names, names) rows sum to k
-    k: int
 
 
 def systematic_draw(probs: np.ndarray, order_keys: np.ndarray, start: np.ndarray, k: int) -> np.ndarray:
