@@ -269,6 +269,8 @@ def audit(
             write_json(json_out, report.to_dict())
         if not report.passed:
             raise typer.Exit(1)
+
+
 # ---- export, stats (issue 6) ------------------------------------------------------------
 
 
