@@ -29,9 +29,8 @@ from .stats import (
     benchmark_table,
     closed_table,
     compute_stats,
-    grouped_table,
+    image_tables,
     letters_table,
-    normal_table,
     to_markdown,
 )
 from .writers import write_bytes_atomic
@@ -262,23 +261,10 @@ def render_card(
     if slots:
         lines += ["### Records per slot", "", *slots, ""]
     if stats is not None:
-        counts = stats.image_counts()
-        splits = list(stats.image_views())
-        for table in (
-            grouped_table(counts, splits, "regions", "Images per region", ("region",), lambda k: (k[2],)),
-            grouped_table(counts, splits, "modalities", "Images per modality", ("modality",), lambda k: (k[1],)),
-            normal_table(counts, splits),
-            grouped_table(
-                counts,
-                splits,
-                "pathologies",
-                "Images per class",
-                ("modality", "region", "pathology"),
-                lambda k: (k[1], k[2], k[3]),
-            ),
-        ):
-            if table.rows:
-                lines.append(to_markdown(table))
+        per_image = image_tables(stats)
+        for key in ("regions", "modalities", "normal", "pathologies"):
+            if per_image[key].rows:
+                lines.append(to_markdown(per_image[key]))
     if charts:
         lines += ["## Charts", ""] + [f"![{Path(c).stem}]({c})" for c in charts] + [""]
         lines += ["Full tables: `stats/stats.md` (`radvqa stats OUT` refreshes them).", ""]

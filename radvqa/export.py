@@ -171,9 +171,7 @@ def _llava_item(records: list[Record], image: str) -> dict[str, Any]:
         prefix = "<image>\n" if i == 0 else ""
         turns.append({"from": "human", "value": prefix + record["question"]})
         turns.append({"from": "gpt", "value": record["answer"]})
-    first = records[0]["id"]
-    item_id = first if len(records) == 1 else first.split("-", 1)[0]
-    return {"id": item_id, "image": image, "conversations": turns}
+    return {"id": _item_id(records), "image": image, "conversations": turns}
 
 
 def _sharegpt_item(records: list[Record], image: str) -> dict[str, Any]:
@@ -182,9 +180,13 @@ def _sharegpt_item(records: list[Record], image: str) -> dict[str, Any]:
         prefix = "<image>" if i == 0 else ""
         messages.append({"role": "user", "content": prefix + record["question"]})
         messages.append({"role": "assistant", "content": record["answer"]})
+    return {"id": _item_id(records), "messages": messages, "images": [image]}
+
+
+def _item_id(records: list[Record]) -> str:
+    """The record id for one question, the image part of the ids for a whole image."""
     first = records[0]["id"]
-    item_id = first if len(records) == 1 else first.split("-", 1)[0]
-    return {"id": item_id, "messages": messages, "images": [image]}
+    return first if len(records) == 1 else first.split("-", 1)[0]
 
 
 def _export_conversations(

@@ -122,13 +122,9 @@ def locate(root: Path | str) -> Layout:
     return Layout(root=root, data_dir=data_dir, prefix=prefix, csvs=csvs)
 
 
-def walk_images(data_dir: Path, with_sizes: bool = False) -> list[tuple[str, int]]:
-    """(canonical id, size or -1) for every image file under CT/, MR/ and US/.
-
-    Sizes cost one stat per file (relative to an open folder: cheaper than full paths;
-    threads were measured slower).
-    """
-    folders: list[tuple[str, str, list[str]]] = []
+def walk_images(data_dir: Path) -> list[str]:
+    """Canonical id of every image file under CT/, MR/ and US/ (a listing, no stat)."""
+    found: list[str] = []
     for modality in ("CT", "MR", "US"):
         top = data_dir / modality
         if not top.is_dir():
@@ -136,50 +132,36 @@ def walk_images(data_dir: Path, with_sizes: bool = False) -> list[tuple[str, int
         stack = [(str(top), modality)]
         while stack:
             path, rel = stack.pop()
-            images = []
             for name in os.listdir(path):
                 if name[0] == ".":
                     continue
                 if name[name.rfind(".") :].lower() in IMAGE_SUFFIXES:
-                    images.append(name)
+                    found.append(f"{rel}/{name}")
                 elif os.path.isdir(os.path.join(path, name)):
                     stack.append((os.path.join(path, name), f"{rel}/{name}"))
-            if images:
-                folders.append((path, rel, images))
-    if with_sizes:
-        sizes = [_folder_sizes(folder) for folder in folders]
-    else:
-        sizes = [[-1] * len(images) for _, _, images in folders]
-    return [
-        (f"{rel}/{name}", size)
-        for (_, rel, images), folder_sizes in zip(folders, sizes)
-        for name, size in zip(images, folder_sizes)
-    ]
+    return found
 
 
 def file_sizes(table: pd.DataFrame, root: Path) -> np.ndarray:
-    """Size in bytes of every image of a table (``image`` relative to ``root``), one stat each."""
+    """Size in bytes of every image of a table (``image`` relative to ``root``).
+
+    One stat per file, relative to an open folder (cheaper than full paths; threads were
+    measured slower).
+    """
+    images = table["image"].tolist()
     folders: dict[str, list[str]] = {}
-    for image in table["image"].tolist():
+    for image in images:
         folder, _, name = image.rpartition("/")
         folders.setdefault(folder, []).append(name)
-    sizes = {
-        (folder, name): size
-        for folder, names in folders.items()
-        for name, size in zip(names, _folder_sizes((os.path.join(root, folder), folder, names)))
-    }
-    return np.fromiter(
-        (sizes[image.rpartition("/")[::2]] for image in table["image"].tolist()), dtype=np.int64, count=len(table)
-    )
-
-
-def _folder_sizes(folder: tuple[str, str, list[str]]) -> list[int]:
-    path, _, images = folder
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        return [os.stat(name, dir_fd=descriptor).st_size for name in images]
-    finally:
-        os.close(descriptor)
+    sizes: dict[str, int] = {}
+    for folder, names in folders.items():
+        descriptor = os.open(os.path.join(root, folder), os.O_RDONLY)
+        try:
+            for name in names:
+                sizes[f"{folder}/{name}"] = os.stat(name, dir_fd=descriptor).st_size
+        finally:
+            os.close(descriptor)
+    return np.fromiter((sizes[image] for image in images), dtype=np.int64, count=len(images))
 
 
 def path_hash(ids: list[str] | pd.Series) -> np.ndarray:
@@ -218,13 +200,13 @@ def read_source(
     """
     layout = locate(root)
     report = SourceReport(root=str(layout.root), data_dir=str(layout.data_dir))
-    sizes = dict(walk_images(layout.data_dir, with_sizes))
-    report.files_on_disk = len(sizes)
+    on_disk = set(walk_images(layout.data_dir))
+    report.files_on_disk = len(on_disk)
     if layout.csvs:
-        ids, splits, labels = _from_csvs(layout, sizes, report)
+        ids, splits, labels = _from_csvs(layout, on_disk, report)
     else:
         report.split_source = "a hash of each path (no RadiologyAI_*.csv found)"
-        ids = sorted(sizes)
+        ids = sorted(on_disk)
         splits = hash_split(path_hash(ids), split_ratios).tolist()
         labels = None
     ids, splits, classes = _resolve_classes(ids, splits, labels, taxonomy, report)
@@ -247,7 +229,7 @@ def read_source(
         table[column] = pd.Categorical.from_codes(lookup[codes], categories=categories)
     table["key"] = path_hash(ids)
     if with_sizes:
-        table["size"] = np.fromiter((sizes[i] for i in ids), dtype=np.int64, count=len(ids))
+        table["size"] = file_sizes(table, layout.root)
     if table["key"].duplicated().any():
         raise SourceError(f"{layout.root}: two image ids share a 64-bit hash; please report this")
     report.images = len(table)
@@ -256,7 +238,7 @@ def read_source(
 
 
 def _from_csvs(
-    layout: Layout, sizes: dict[str, int], report: SourceReport
+    layout: Layout, on_disk: set[str], report: SourceReport
 ) -> tuple[list[str], list[str], list[str]]:
     missing_csvs = [CSV_NAMES[s] for s in SPLITS if s not in layout.csvs]
     report.split_source = ", ".join(str(p) for p in layout.csvs.values())
@@ -290,13 +272,13 @@ def _from_csvs(
     first = [p and not r for p, r in zip(parsed, repeated)]
     duplicated = [c for c, p, f in zip(candidates, parsed, first) if p and not f]
     seen = set(compress(candidates, parsed))
-    present = [f and c in sizes for c, f in zip(candidates, first)]
+    present = [f and c in on_disk for c, f in zip(candidates, first)]
     missing = [c for c, f, p in zip(candidates, first, present) if f and not p]
     ids = [c for c, p in zip(candidates, present) if p and c is not None]
     report.skip("CSV path without a CT/, MR/ or US/ folder", unparsed)
     report.skip("listed more than once in the CSVs (first kept)", duplicated)
     report.skip("CSV row whose image file is missing", missing)
-    not_listed = sorted(i for i in sizes if i not in seen and not i.startswith("US/"))
+    not_listed = sorted(i for i in on_disk if i not in seen and not i.startswith("US/"))
     report.skip("image on disk but in no split CSV", not_listed)
     return ids, list(compress(splits, present)), list(compress(labels, present))
 

@@ -150,15 +150,16 @@ def _pct(part: int, whole: int) -> str:
     return f"{100.0 * part / whole:.1f}%" if whole else "-"
 
 
-def tables(stats: DatasetStats) -> list[Table]:
-    """Every table of the report, in reading order (empty ones left out)."""
+def image_tables(stats: DatasetStats) -> dict[str, Table]:
+    """Images per region, modality and class, and the normal share, by table key."""
     counts = stats.image_counts()
-    splits = [s for s in stats.image_views()]
-    found = [
-        splits_table(stats),
-        grouped_table(counts, splits, "regions", "Images per region", ("region",), lambda k: (k[2],)),
-        grouped_table(counts, splits, "modalities", "Images per modality", ("modality",), lambda k: (k[1],)),
-        grouped_table(
+    splits = list(stats.image_views())
+    return {
+        "regions": grouped_table(counts, splits, "regions", "Images per region", ("region",), lambda k: (k[2],)),
+        "modalities": grouped_table(
+            counts, splits, "modalities", "Images per modality", ("modality",), lambda k: (k[1],)
+        ),
+        "pathologies": grouped_table(
             counts,
             splits,
             "pathologies",
@@ -166,7 +167,16 @@ def tables(stats: DatasetStats) -> list[Table]:
             ("modality", "region", "pathology"),
             lambda k: (k[1], k[2], k[3]),
         ),
-        normal_table(counts, splits),
+        "normal": normal_table(counts, splits),
+    }
+
+
+def tables(stats: DatasetStats) -> list[Table]:
+    """Every table of the report, in reading order (empty ones left out)."""
+    images = image_tables(stats)
+    found = [
+        splits_table(stats),
+        *(images[key] for key in ("regions", "modalities", "pathologies", "normal")),
         slots_table(stats),
         letters_table(stats),
         closed_table(stats),
