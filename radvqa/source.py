@@ -44,14 +44,14 @@ class SourceReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    def skip(self, reason: str, items: list[str] | pd.Series, count: int | None = None) -> None:
+    def skip(self, reason: str, items: list[str], count: int | None = None) -> None:
         """Record ``count`` (default: len(items)) skipped entries for ``reason``."""
         n = len(items) if count is None else count
         if n == 0:
             return
         self.skipped[reason] = self.skipped.get(reason, 0) + n
         kept = self.examples.setdefault(reason, [])
-        kept.extend(list(items[: _EXAMPLES - len(kept)]) if len(kept) < _EXAMPLES else [])
+        kept.extend(items[: _EXAMPLES - len(kept)] if len(kept) < _EXAMPLES else [])
 
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
@@ -270,10 +270,10 @@ def _from_csvs(
     unparsed = [_row_ref(where, i) for i in compress(range(len(candidates)), [not p for p in parsed])]
     repeated = pd.Series(candidates, dtype=object).duplicated(keep="first").tolist()
     first = [p and not r for p, r in zip(parsed, repeated)]
-    duplicated = [c for c, p, f in zip(candidates, parsed, first) if p and not f]
+    duplicated = [c for c, p, f in zip(candidates, parsed, first) if p and not f and c is not None]
     seen = set(compress(candidates, parsed))
     present = [f and c in on_disk for c, f in zip(candidates, first)]
-    missing = [c for c, f, p in zip(candidates, first, present) if f and not p]
+    missing = [c for c, f, p in zip(candidates, first, present) if f and not p and c is not None]
     ids = [c for c, p in zip(candidates, present) if p and c is not None]
     report.skip("CSV path without a CT/, MR/ or US/ folder", unparsed)
     report.skip("listed more than once in the CSVs (first kept)", duplicated)
