@@ -45,6 +45,7 @@ DATA_PREFIX = b"window.RADVQA_GALLERY = "
 THUMB_SIZE = 160
 THUMBS, CHARTS = "thumbs", "charts"
 _ID_PREFIX = b'{"id":"'
+_MASK64 = (1 << 64) - 1
 _KEY_END = len(_ID_PREFIX) + 16
 _PROGRESS_EVERY = 50_000
 _SHOWN = 3
@@ -83,10 +84,24 @@ class GalleryResult:
 # ---------------------------------------------------------------- selection
 
 
-def _priority(key: bytes, seed: int) -> int:
-    """The seeded hash that orders an image within its stratum (smallest first)."""
-    digest = hashlib.blake2b(key, digest_size=8, key=seed.to_bytes(8, "little", signed=True)).digest()
-    return int.from_bytes(digest, "big")
+def _seed_mask(seed: int) -> int:
+    """SplitMix64 of the seed (Steele, Lea & Flood 2014): the bits each image's id hash is XORed with."""
+    z = (seed * 0x9E3779B97F4A7C15 + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _priority(key: bytes, mask: int) -> int:
+    """The order of an image within its stratum (smallest first): its 64-bit id hash XOR the seed's mask.
+
+    The id is already a hash of the image path, so this is a uniform, seeded order that costs
+    one int() per image; an id that is not hex is hashed first.
+    """
+    try:
+        return int(key, 16) ^ mask
+    except ValueError:
+        return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") ^ mask
 
 
 class _Picker:
@@ -94,26 +109,25 @@ class _Picker:
 
     def __init__(self, per_class: int | None, seed: int) -> None:
         self.per_class = per_class
-        self.seed = seed
+        self.mask = _seed_mask(seed)
         self.heaps: dict[Stratum, list[tuple[int, bytes]]] = defaultdict(list)
         self.lines: dict[bytes, list[tuple[bytes, Path, int]]] = {}
 
-    def offer(self, stratum: Stratum, key: bytes) -> bool:
-        """Whether a new image becomes a candidate (evicting the stratum's largest hash if full)."""
-        if self.per_class is None:
-            self.lines[key] = []
-            return True
-        heap = self.heaps[stratum]
-        priority = -_priority(key, self.seed)  # max-heap on the hash
-        if len(heap) < self.per_class:
-            heapq.heappush(heap, (priority, key))
-        elif priority > heap[0][0]:
-            _, evicted = heapq.heapreplace(heap, (priority, key))
-            del self.lines[evicted]
-        else:
-            return False
-        self.lines[key] = []
-        return True
+    def offer(self, stratum: Stratum, key: bytes) -> list[tuple[bytes, Path, int]] | None:
+        """The line list of a new candidate image (evicting the stratum's largest hash if full), or None."""
+        if self.per_class is not None:
+            heap = self.heaps[stratum]
+            priority = -_priority(key, self.mask)  # max-heap on the hash
+            if len(heap) < self.per_class:
+                heapq.heappush(heap, (priority, key))
+            elif priority > heap[0][0]:
+                _, evicted = heapq.heapreplace(heap, (priority, key))
+                del self.lines[evicted]
+            else:
+                return None
+        lines: list[tuple[bytes, Path, int]] = []
+        self.lines[key] = lines
+        return lines
 
 
 def _loads(line: bytes, path: Path, row: int) -> Record:
@@ -141,11 +155,11 @@ def _image_key(line: bytes, path: Path, row: int) -> bytes:
 
 
 def _stratum(record: Record, path: Path, row: int) -> Stratum:
-    return (
-        str(_field(record, "split", path, row)),
-        str(_field(record, "modality", path, row)),
-        str(_field(record, "label", path, row)),
-    )
+    """(split, modality, label) of a record; a missing field raises DatasetError naming the line."""
+    values = tuple(_field(record, name, path, row) for name in ("split", "modality", "label"))
+    if not all(isinstance(value, str) for value in values):
+        raise DatasetError(f"{path}:{row}: split, modality and label must be strings")
+    return (values[0], values[1], values[2])
 
 
 class _Strata:
@@ -197,55 +211,84 @@ class _Scan:
     bar: ProgressBar
     shards: int = 0
     lines: int = 0
-    pending: int = 0
 
-    def tick(self) -> None:
-        self.lines += 1
-        self.pending += 1
-        if self.pending == _PROGRESS_EVERY:
-            self.bar.update(self.pending)
-            self.pending = 0
+    def done(self, lines: int) -> None:
+        """One shard read to its end."""
+        self.shards += 1
+        self.lines += lines
+        self.bar.update(lines)
 
 
 def _scan_select(parts: Iterable[Part], picker: _Picker | None, scan: _Scan, strata: _Strata) -> None:
-    """Stream shards once, offering each new image to the picker; every benchmark record is counted."""
+    """Stream shards once, offering each new image to the picker; every benchmark record is counted.
+
+    The hot loop slices and compares the key of each line: consecutive lines of one image share
+    their key, and only an image's first line is parsed (for its class).
+    """
+    prefix, start, end = _ID_PREFIX, len(_ID_PREFIX), _KEY_END
+    loads, json_error = orjson.loads, orjson.JSONDecodeError
     for part in parts:
-        count = strata.add if part.config == "benchmark" else None
+        benchmark = part.config == "benchmark"
         for path in part.files:
-            scan.shards += 1
-            current, keep = b"", False
+            current, target, row = b"", None, 0
             with open(path, "rb") as handle:
                 for row, line in enumerate(handle, 1):
-                    scan.tick()
-                    if not line.strip():
-                        continue
                     record = None
-                    if count is not None:
+                    if benchmark:
+                        if not line.strip():
+                            continue
                         record = _loads(line, path, row)
-                        count(record)
+                        strata.add(record)
                     if picker is None:
                         continue
-                    key = _image_key(line, path, row)
-                    if key != current:
-                        current = key
-                        keep = key in picker.lines
-                        if not keep:
-                            keep = picker.offer(_stratum(record or _loads(line, path, row), path, row), key)
-                    if keep:
-                        picker.lines[key].append((line, path, row))
+                    key = line[start:end]
+                    well_formed = line[end : end + 1] == b"-" and line.startswith(prefix)
+                    if key == current and well_formed:
+                        if target is not None:
+                            target.append((line, path, row))
+                        continue
+                    if not well_formed:
+                        if not line.strip():
+                            continue
+                        key = _image_key(line, path, row)
+                    current = key
+                    target = picker.lines.get(key)
+                    if target is None:
+                        try:
+                            record = record or loads(line)
+                            stratum = (record["split"], record["modality"], record["label"])
+                            hash(stratum)  # a list value would break the heaps: report it instead
+                        except (json_error, KeyError, TypeError):
+                            stratum = _stratum(_loads(line, path, row), path, row)  # raises, naming file:row
+                        target = picker.offer(stratum, key)
+                    if target is not None:
+                        target.append((line, path, row))
+            scan.done(row)
 
 
-def _scan_keys(parts: Iterable[Part], wanted: set[bytes], scan: _Scan) -> dict[bytes, list[Record]]:
-    """Stream shards once and parse only the records of ``wanted`` images."""
+def _scan_keys(parts: Iterable[Part], wanted: set[bytes], scan: _Scan, strata: _Strata) -> dict[bytes, list[Record]]:
+    """Stream shards once and parse only the records of ``wanted`` images.
+
+    Per line: one slice, one set lookup and one prefix test (measured faster than cutting keys
+    out of whole blocks with numpy or a regular expression).
+    """
     found: dict[bytes, list[Record]] = defaultdict(list)
+    prefix, start, end = _ID_PREFIX, len(_ID_PREFIX), _KEY_END
     for part in parts:
+        benchmark = part.config == "benchmark"  # never the case in generate's layout; kept exact anyway
         for path in part.files:
-            scan.shards += 1
+            row = 0
             with open(path, "rb") as handle:
                 for row, line in enumerate(handle, 1):
-                    scan.tick()
-                    if line.strip() and (key := _image_key(line, path, row)) in wanted:
+                    if benchmark and line.strip():
+                        strata.add(_loads(line, path, row))
+                    well_formed = line.startswith(prefix) and line[end : end + 1] == b"-"
+                    if well_formed:
+                        if line[start:end] in wanted:
+                            found[line[start:end]].append(_loads(line, path, row))
+                    elif line.strip() and (key := _image_key(line, path, row)) in wanted:
                         found[key].append(_loads(line, path, row))
+            scan.done(row)
     return found
 
 
@@ -265,11 +308,11 @@ def _question(record: Record) -> dict[str, Any]:
     }
 
 
-def _card(key: bytes, records: list[Record], captions: list[Record]) -> dict[str, Any]:
+def _card(key: bytes, records: list[Record]) -> dict[str, Any]:
     """One image's card: its class, caption and questions (in file order)."""
     first = records[0]
     questions = [_question(r) for r in records if r.get("question_type") != "caption"]
-    caption = next((r for r in [*records, *captions] if r.get("question_type") == "caption"), None)
+    caption = next((r for r in records if r.get("question_type") == "caption"), None)
     return {
         "key": key.decode(),
         "image": first.get("image", ""),
@@ -417,18 +460,19 @@ def _read(
     with progress(total, "browse: read") if progress else NullProgress() as bar:
         scan = _Scan(bar)
         for split in wanted:
-            questions = [p for p in parts if p.split == split and p.config != "alignment"]
+            # select on the captions (one line per image) when the split has them, then pick the
+            # chosen images' questions out of the other configs by key
             captions = [p for p in parts if p.split == split and p.config == "alignment"]
+            questions = [p for p in parts if p.split == split and p.config != "alignment"]
+            select, rest = (captions, questions) if captions else (questions, [])
             picker = _Picker(None if benchmark and split == "test" else per_class, seed)
-            _scan_select(questions or captions, picker, scan, strata)
-            keys = sorted(picker.lines)
-            caption_records = _scan_keys(captions, set(keys), scan) if questions and captions else {}
-            for key in keys:
+            _scan_select(select, picker, scan, strata)
+            others = _scan_keys(rest, set(picker.lines), scan, strata)
+            for key in sorted(picker.lines):
                 records = [_loads(line, path, row) for line, path, row in picker.lines[key]]
-                cards.append(_card(key, records, caption_records.get(key, [])))
+                cards.append(_card(key, records + others.get(key, [])))
         # the strata view counts the whole benchmark, even when no benchmark card is wanted
         _scan_select([p for p in parts if p.config == "benchmark" and p.split not in wanted], None, scan, strata)
-        bar.update(scan.pending)
     result.shards_read, result.lines_read = scan.shards, scan.lines
     cards.sort(key=lambda c: (order_key(c["split"], SPLIT_ORDER), c["modality"], c["region"], c["pathology"], c["key"]))
     return cards, strata

@@ -149,6 +149,18 @@ def test_each_shard_is_read_once(sample_dataset: Path, tmp_path: Path, monkeypat
     assert result.shards_read == len(shards)
 
 
+def test_records_without_the_id_first_give_the_same_gallery(sample_dataset: Path, tmp_path: Path) -> None:
+    """The fast path slices the id from the line; other key orders and blank lines take the slow path."""
+    reordered = tmp_path / "reordered"
+    shutil.copytree(sample_dataset, reordered)
+    for shard in [*reordered.glob("alignment/val-*.jsonl"), *reordered.glob("instruct/val-*.jsonl")]:
+        lines = [orjson.dumps(orjson.loads(line), option=orjson.OPT_SORT_KEYS) for line in shard.read_bytes().splitlines()]
+        shard.write_bytes(b"\n\n".join(lines))  # blank lines between records, none at the end
+    for name, out in (("a", sample_dataset), ("b", reordered)):
+        browse.build_gallery(out, tmp_path / name, per_class=2, splits=("val",))
+    assert index_of(tmp_path / "a")["images"] == index_of(tmp_path / "b")["images"]
+
+
 # ---------------------------------------------------------------- output rules
 
 
