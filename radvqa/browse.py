@@ -193,14 +193,15 @@ class _Strata:
             {"modality": m, "region": r, "pathology": p, "abnormal": a, "images": len(images)}
             for (m, r, p, a), images in sorted(self.images.items(), key=lambda item: item[0][:3])
         ]
-        info = manifest.get("benchmark") if isinstance(manifest.get("benchmark"), dict) else {}
+        info = manifest.get("benchmark")
+        rule = info.get("rule", "") if isinstance(info, dict) else ""
         return {
             "images": len(set().union(*self.images.values())) if self.images else 0,
             "questions": self.questions,
             "strata": rows,
             "letters": {slot: dict(sorted(c.items())) for slot, c in sorted(self.letters.items())},
             "yes_no": {slot: dict(sorted(c.items())) for slot, c in sorted(self.yes_no.items())},
-            "rule": str(info.get("rule", "")),
+            "rule": str(rule),
         }
 
 

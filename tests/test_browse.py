@@ -27,7 +27,7 @@ from radvqa.templates import TemplateSet
 runner = CliRunner()
 
 
-def run(*args: str) -> Any:
+def run(*args: object) -> Any:
     return runner.invoke(app, [str(a) for a in args])
 
 
@@ -309,6 +309,12 @@ def test_filter_to_one_class_in_chromium(chromium: str, gallery: Path, tmp_path:
         page.viewport(390, 844, mobile=True)
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
         phone = page.screenshot(tmp_path / "phone.png")
+
+        assert page.evaluate("location.hash") == "#class=MRI%7Cknee-acl_pathology"  # a bookmarkable view
+        page.open((gallery / "index.html").as_uri() + "?again#split=val&class=MRI%7Cknee-acl_pathology")  # a new load
+        in_val = sum(1 for c in data["images"] if c["split"] == "val" and f"{c['modality']}|{c['label']}" == wanted)
+        assert page.evaluate(VISIBLE_CLASSES) == [wanted] * in_val and in_val >= 1
+        assert page.evaluate("document.getElementById('f-split').value") == "val"
     with Image.open(io.BytesIO(laptop)) as shot:
         assert shot.size == (1366, 900)
     with Image.open(io.BytesIO(phone)) as shot:
