@@ -244,6 +244,53 @@ def evaluate(
 
 
 @app.command()
+def predict(
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset folder (uses benchmark/test-*.jsonl), or a benchmark JSONL file.")
+    ],
+    endpoint: Annotated[
+        str, typer.Option("--endpoint", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")
+    ],
+    model: Annotated[str, typer.Option("--model", help="Model name sent with every request.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Predictions JSONL; an existing file is resumed.")],
+    root: Annotated[
+        Optional[Path], typer.Option("--root", help="RadImageNet copy (default: the manifest's source root).")
+    ] = None,
+    blind: Annotated[
+        Optional[str],
+        typer.Option(
+            "--blind",
+            help="Text-only control: none (no image), blank (black image, same size), guess (no image, told to guess).",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight (default from config: 4).")
+    ] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="Prompts and retry settings (see configs/predict.yaml).")
+    ] = None,
+    cache: Annotated[
+        Optional[Path], typer.Option("--cache", help="Reply cache folder (default ~/.cache/radvqa/predict).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+) -> None:
+    """Ask a served vision model every benchmark question (API key from RADVQA_API_KEY or OPENAI_API_KEY)."""
+    from .predict import BLIND_MODES, load_predict_settings
+    from .predict import predict as run_predict
+
+    with _errors():
+        if blind is not None and blind not in BLIND_MODES:
+            raise typer.BadParameter(f"expected one of {', '.join(BLIND_MODES)}", param_hint="--blind")
+        result = run_predict(
+            dataset, out, endpoint, model, root=root, blind=blind, concurrency=concurrency,
+            settings=load_predict_settings(config), cache_dir=cache, progress=_progress(quiet),
+        )
+        if not quiet:
+            for line in result.lines():
+                _say(line)
+
+
+@app.command()
 def audit(
     out: Annotated[Path, typer.Argument(help="Dataset folder made by `radvqa generate`.")],
     max_gain: Annotated[

@@ -316,8 +316,8 @@ def benchmark_files(path: Path) -> list[Path]:
     return files
 
 
-def dataset_taxonomy(path: Path) -> Taxonomy:
-    """The taxonomy a dataset was made with (from its manifest), else the packaged default."""
+def find_manifest(path: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The manifest of the dataset a benchmark path belongs to (its folder or the one above), if any."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     for candidate in (folder / "manifest.json", folder.parent / "manifest.json"):
@@ -326,10 +326,19 @@ def dataset_taxonomy(path: Path) -> Taxonomy:
                 manifest = orjson.loads(candidate.read_bytes())
             except (OSError, orjson.JSONDecodeError) as exc:
                 raise EvaluateError(f"{candidate}: cannot read manifest ({exc})")
-            recorded = (manifest.get("taxonomy") or {}) if isinstance(manifest, dict) else {}
-            data = recorded.get("data") if isinstance(recorded, dict) else None
-            if isinstance(data, dict):
-                return taxonomy_from_dict(data, f"{candidate} (taxonomy)", str(recorded.get("sha256", "")))
+            return candidate, manifest if isinstance(manifest, dict) else {}
+    return None
+
+
+def dataset_taxonomy(path: Path) -> Taxonomy:
+    """The taxonomy a dataset was made with (from its manifest), else the packaged default."""
+    found = find_manifest(path)
+    if found is not None:
+        candidate, manifest = found
+        recorded = manifest.get("taxonomy") or {}
+        data = recorded.get("data") if isinstance(recorded, dict) else None
+        if isinstance(data, dict):
+            return taxonomy_from_dict(data, f"{candidate} (taxonomy)", str(recorded.get("sha256", "")))
     return load_taxonomy()
 
 
