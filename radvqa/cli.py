@@ -219,9 +219,21 @@ def evaluate(
     allow_missing: Annotated[
         bool, typer.Option("--allow-missing", help="Score questions without a prediction as wrong instead of failing.")
     ] = False,
+    blind: Annotated[
+        Optional[Path],
+        typer.Option("--blind", help="The same model's text-only predictions: adds multimodal gain and leakage."),
+    ] = None,
+    compare: Annotated[
+        Optional[Path], typer.Option("--compare", help="Another model's predictions: adds the paired difference.")
+    ] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report here.")] = None,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", min=0, help="Bootstrap replicates (resampling images) for the 95% intervals.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap draws.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar while the judge runs.")] = False,
 ) -> None:
-    """Score a model's predictions on the benchmark: nine-column table, per region and modality."""
+    """Score a model's predictions on the benchmark: nine columns and more, per region, modality and normal/abnormal."""
     from .evaluate import evaluate as run_evaluate
     from .writers import write_json
 
@@ -235,12 +247,17 @@ def evaluate(
             scorer = Judge(judge, judge_model, load_judge_settings(judge_config), judge_cache)
         tax = load_taxonomy(taxonomy) if taxonomy is not None else None
         report = run_evaluate(
-            benchmark, predictions, taxonomy=tax, judge=scorer, allow_missing=allow_missing, progress=_progress(quiet)
+            benchmark, predictions, taxonomy=tax, judge=scorer, allow_missing=allow_missing, progress=_progress(quiet),
+            blind=blind, compare=compare, replicates=bootstrap, seed=seed,
         )
         for line in report.lines():
             typer.echo(line)
         if json_out is not None:
             write_json(json_out, report.to_dict())
+        if html is not None:
+            from .report_html import write_html
+
+            write_html(report, html)
 
 
 @app.command()

@@ -27,11 +27,11 @@ import orjson
 
 from .errors import EvaluateError
 from .generate import INSTRUCT_SLOTS, LETTERS
+from .metrics import COLUMNS, HEADERS, LEVEL, SHOWN, Estimate, Scored, chance_levels, count_matrix, draws, leakage, measure
 from .progress import NullProgress, ProgressBar
 from .taxonomy import Taxonomy, load_taxonomy, taxonomy_from_dict
 
 SLOTS = INSTRUCT_SLOTS
-HEADERS = ("anat open", "anat yes", "anat no", "anat MC", "abn", "path open", "path yes", "path no", "path MC")
 BENCHMARK_GLOB = "benchmark/test-*.jsonl"
 
 # --- text normalisation -------------------------------------------------------------------
@@ -424,6 +424,169 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the tables group an image by; ``abnormal`` is None when the benchmark does not say."""
+
+    region: str
+    modality: str
+    abnormal: bool | None
+
+
+SUBSETS = ("all", "normal", "abnormal")
+
+
+@dataclass
+class MetricRow:
+    """One row of every table: a group of images (all, or only normal / abnormal ones) and its columns."""
+
+    table: str  # overall, region or modality
+    name: str
+    subset: str  # all, normal or abnormal images
+    images: int
+    values: dict[str, Estimate]
+    blind: dict[str, Estimate] | None = None
+    gain: dict[str, Estimate] | None = None
+    leakage: dict[str, Estimate] | None = None
+    other: dict[str, Estimate] | None = None
+    difference: dict[str, Estimate] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for the JSON report."""
+        out: dict[str, Any] = {"table": self.table, "name": self.name, "subset": self.subset, "images": self.images}
+        for key in ("values", "blind", "gain", "leakage", "other", "difference"):
+            table = getattr(self, key)
+            if table is not None:
+                out[key] = {c: e.to_dict() for c, e in table.items()}
+        return out
+
+
+@dataclass
+class Metrics:
+    """Every table's columns with bootstrap intervals, and the blind / comparison runs beside them."""
+
+    rows: list[MetricRow]
+    replicates: int
+    seed: int
+    chance: dict[str, float]
+    blind: str | None = None
+    compare: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for the JSON report."""
+        return {
+            "columns": list(COLUMNS),
+            "bootstrap": {"replicates": self.replicates, "seed": self.seed, "unit": "image", "level": LEVEL},
+            "chance": self.chance,
+            "blind": self.blind,
+            "compare": self.compare,
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+    def table(self, name: str) -> list[MetricRow]:
+        """The rows of one table (overall, region or modality), in order."""
+        return [r for r in self.rows if r.table == name]
+
+    def lines(self) -> list[str]:
+        """The tables, then intervals, gain and differences for the overall rows."""
+        out: list[str] = []
+        for table, label in (("overall", ""), ("region", "region"), ("modality", "modality")):
+            out += metric_table_lines(self.table(table), label) + [""]
+        overall = self.table("overall")
+        level = f"{LEVEL:g}%"
+        if self.replicates:
+            out.append(f"{level} intervals: bootstrap over images, {self.replicates} replicates, seed {self.seed}")
+            out += _interval_lines(overall, [(f"{r.subset} images", r.values) for r in overall])
+        if self.blind is not None:
+            out.append(f"blind control {self.blind}: gain = with image - blind; leakage = blind above a random guess")
+            row = overall[0]
+            assert row.blind is not None and row.gain is not None and row.leakage is not None
+            out += _interval_lines(overall, [("with image", row.values), ("blind", row.blind), ("gain", row.gain),
+                                             ("leakage", row.leakage)])
+        if self.compare is not None:
+            out.append(f"compared with {self.compare}: difference = this - other (paired by image)")
+            row = overall[0]
+            assert row.other is not None and row.difference is not None
+            out += _interval_lines(overall, [("this", row.values), ("other", row.other), ("difference", row.difference)])
+        return out
+
+
+def _estimate_text(e: Estimate) -> str:
+    if e.value is None:
+        return "-"
+    if e.low is None or e.high is None:
+        return f"{e.value:.1f}"
+    return f"{e.value:.1f} [{e.low:.1f}, {e.high:.1f}]"
+
+
+def _interval_lines(rows: list[MetricRow], tables: list[tuple[str, dict[str, Estimate]]]) -> list[str]:
+    """One line per column, one cell per (heading, estimates)."""
+    cells = [[_estimate_text(t[c]) for _, t in tables] for c in SHOWN]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, (h, _) in enumerate(tables)]
+    head = f"{'':<10}  " + "  ".join(f"{h:>{w}}" for (h, _), w in zip(tables, widths))
+    out = [head, "-" * len(head)]
+    for column, row in zip(SHOWN, cells):
+        out.append(f"{HEADERS[column]:<10}  " + "  ".join(f"{c:>{w}}" for c, w in zip(row, widths)))
+    return out + [""]
+
+
+def metric_table_lines(rows: list[MetricRow], label: str) -> list[str]:
+    """A fixed-width table of point values: one row per group, its normal / abnormal rows indented below."""
+    names = [r.name if r.subset == "all" else f"  {r.subset}" for r in rows]
+    width = max([len(label), 10] + [len(n) for n in names])
+    head = f"{label:<{width}}  " + "  ".join(f"{HEADERS[c]:>9}" for c in SHOWN)
+    out = [head, "-" * len(head)]
+    for name, row in zip(names, rows):
+        cells = ["-" if row.values[c].value is None else f"{row.values[c].value:.1f}" for c in SHOWN]
+        out.append(f"{name:<{width}}  " + "  ".join(f"{c:>9}" for c in cells))
+    return out
+
+
+def compute_metrics(
+    report: EvaluationReport,
+    blind: EvaluationReport | None = None,
+    compare: EvaluationReport | None = None,
+    replicates: int = 1000,
+    seed: int = 0,
+) -> Metrics:
+    """Every table's columns with intervals resampled by image; blind gain/leakage and paired differences."""
+    images = list(report.images)
+    counts = count_matrix(report.scored, images)
+    blind_counts = count_matrix(blind.scored, images) if blind is not None else None
+    other_counts = count_matrix(compare.scored, images) if compare is not None else None
+    chance = chance_levels({s: sum(v) / len(v) for s, v in report.options.items() if v})
+    groups: list[tuple[str, str, Callable[[ImageInfo], bool]]] = [("overall", "all", lambda info: True)]
+    groups += [("region", r, lambda info, r=r: info.region == r) for r in sorted({i.region for i in report.images.values()})]
+    groups += [("modality", m, lambda info, m=m: info.modality == m) for m in sorted({i.modality for i in report.images.values()})]
+    rows = []
+    for table, name, member in groups:
+        for subset in SUBSETS:
+            index = [
+                i for i, image in enumerate(images)
+                if member(report.images[image]) and (subset == "all" or report.images[image].abnormal == (subset == "abnormal"))
+            ]
+            if not index:
+                continue
+            weights = draws(len(index), replicates, seed)
+            mine = measure(counts[index], weights)
+            row = MetricRow(table, name, subset, len(index), mine.estimates())
+            if blind_counts is not None:
+                control = measure(blind_counts[index], weights)
+                row.blind = control.estimates()
+                row.gain = mine.minus(control)
+                row.leakage = leakage(row.blind, chance)
+            if other_counts is not None:
+                other = measure(other_counts[index], weights)
+                row.other = other.estimates()
+                row.difference = mine.minus(other)
+            rows.append(row)
+    return Metrics(
+        rows, replicates, seed, chance,
+        blind=blind.predictions if blind is not None else None,
+        compare=compare.predictions if compare is not None else None,
+    )
+
+
 @dataclass
 class EvaluationReport:
     """Everything ``radvqa evaluate`` prints and writes."""
@@ -438,13 +601,26 @@ class EvaluationReport:
     unparseable: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SLOTS})
     missing_examples: list[str] = field(default_factory=list)
     judge: dict[str, Any] | None = None
+    scored: list[Scored] = field(default_factory=list)
+    images: dict[str, ImageInfo] = field(default_factory=dict)
+    options: dict[str, list[int]] = field(default_factory=dict)
+    metrics: Metrics | None = None
 
     def add(self, record: dict[str, Any], correct: bool) -> None:
-        """Count one question in the overall, region and modality tables."""
+        """Count one question in the overall, region and modality tables (and keep it for the metrics)."""
         slot = record["slot"]
         self.overall.add(slot, correct)
         self.by_region.setdefault(str(record["region"]), Table()).add(slot, correct)
         self.by_modality.setdefault(str(record["modality"]), Table()).add(slot, correct)
+        image = str(record.get("image", record["id"]))
+        self.scored.append(Scored(image, slot, str(record["answer"]), correct))
+        if image not in self.images:
+            abnormal = record.get("is_abnormal")
+            self.images[image] = ImageInfo(
+                str(record["region"]), str(record["modality"]), abnormal if isinstance(abnormal, bool) else None
+            )
+        if record["question_type"] == "multiple_choice":
+            self.options.setdefault(slot, []).append(len(record.get("choices") or []))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report."""
@@ -460,15 +636,14 @@ class EvaluationReport:
             "by_region": {k: v.to_dict() for k, v in sorted(self.by_region.items())},
             "by_modality": {k: v.to_dict() for k, v in sorted(self.by_modality.items())},
             "judge": self.judge,
+            "metrics": self.metrics.to_dict() if self.metrics is not None else None,
         }
 
     def lines(self) -> list[str]:
-        """Readable tables: overall, per region, per modality, then counts."""
+        """Readable tables: overall, per region, per modality (each split by normal/abnormal image), then counts."""
         out = [f"{self.questions} questions scored from {', '.join(self.benchmark)}", ""]
-        out += table_lines([("all", self.overall)], "")
-        out += [""] + table_lines(sorted(self.by_region.items()), "region")
-        out += [""] + table_lines(sorted(self.by_modality.items()), "modality")
-        out.append("")
+        if self.metrics is not None:
+            out += self.metrics.lines()
         out.append(f"missing predictions: {sum(self.missing.values())}  unparseable: {sum(self.unparseable.values())}")
         bad = [f"{s} {n}" for s, n in self.unparseable.items() if n]
         if bad:
@@ -480,21 +655,6 @@ class EvaluationReport:
                 f"{self.judge['requests']} requests), {self.judge['unclear']} unclear verdicts"
             )
         return out
-
-
-def table_lines(rows: list[tuple[str, Table]], label: str) -> list[str]:
-    """A fixed-width table: one row per (name, Table), nine accuracy columns plus the average."""
-    width = max([len(label), 8] + [len(name) for name, _ in rows])
-    head = f"{label:<{width}}  " + "  ".join(f"{h:>9}" for h in HEADERS) + f"  {'average':>9}"
-    out = [head, "-" * len(head)]
-    for name, table in rows:
-        cells = [_cell(table.slots[s].accuracy) for s in SLOTS] + [_cell(table.average)]
-        out.append(f"{name:<{width}}  " + "  ".join(f"{c:>9}" for c in cells))
-    return out
-
-
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 # --- the whole evaluation -------------------------------------------------------------------
@@ -519,8 +679,19 @@ def evaluate(
     judge: OpenJudge | None = None,
     allow_missing: bool = False,
     progress: Callable[[int, str], ProgressBar] | None = None,
+    blind: Path | None = None,
+    compare: Path | None = None,
+    replicates: int = 1000,
+    seed: int = 0,
 ) -> EvaluationReport:
-    """Score a predictions file against a benchmark (file or dataset folder)."""
+    """Score a predictions file against a benchmark (file or dataset folder).
+
+    ``blind`` (the same model's text-only run) adds multimodal gain and leakage per column,
+    ``compare`` (another model's run) a paired difference; ``replicates`` bootstrap draws of the
+    images (seeded) give every column its 95% interval.
+    """
+    if replicates < 0:
+        raise EvaluateError(f"--bootstrap {replicates}: must be 0 (no intervals) or more")
     files = benchmark_files(Path(benchmark))
     tax = taxonomy if taxonomy is not None else dataset_taxonomy(Path(benchmark))
     key = answer_key(tax)
@@ -569,4 +740,9 @@ def evaluate(
         for (record, _), verdict in zip(pending, verdicts):
             report.add(record, bool(verdict))
         report.judge = judge.stats()
+    runs = [
+        evaluate(benchmark, path, tax, judge, allow_missing, progress, replicates=0) if path is not None else None
+        for path in (blind, compare)
+    ]
+    report.metrics = compute_metrics(report, runs[0], runs[1], replicates, seed)
     return report
