@@ -27,7 +27,19 @@ import orjson
 
 from .errors import EvaluateError
 from .generate import INSTRUCT_SLOTS, LETTERS
-from .metrics import COLUMNS, HEADERS, LEVEL, SHOWN, Estimate, Scored, chance_levels, count_matrix, draws, leakage, measure
+from .metrics import (
+    COLUMNS,
+    HEADERS,
+    LEVEL,
+    SHOWN,
+    Estimate,
+    Scored,
+    chance_levels,
+    count_matrix,
+    draws,
+    leakage,
+    measure,
+)
 from .progress import NullProgress, ProgressBar
 from .taxonomy import Taxonomy, load_taxonomy, taxonomy_from_dict
 
@@ -555,15 +567,17 @@ def compute_metrics(
     blind_counts = count_matrix(blind.scored, images) if blind is not None else None
     other_counts = count_matrix(compare.scored, images) if compare is not None else None
     chance = chance_levels({s: sum(v) / len(v) for s, v in report.options.items() if v})
-    groups: list[tuple[str, str, Callable[[ImageInfo], bool]]] = [("overall", "all", lambda info: True)]
-    groups += [("region", r, lambda info, r=r: info.region == r) for r in sorted({i.region for i in report.images.values()})]
-    groups += [("modality", m, lambda info, m=m: info.modality == m) for m in sorted({i.modality for i in report.images.values()})]
+    groups = [("overall", "all")]
+    for table in ("region", "modality"):
+        groups += [(table, name) for name in sorted({getattr(i, table) for i in report.images.values()})]
     rows = []
-    for table, name, member in groups:
+    for table, name in groups:
         for subset in SUBSETS:
+            infos = [report.images[image] for image in images]
             index = [
-                i for i, image in enumerate(images)
-                if member(report.images[image]) and (subset == "all" or report.images[image].abnormal == (subset == "abnormal"))
+                i for i, info in enumerate(infos)
+                if (table == "overall" or getattr(info, table) == name)
+                and (subset == "all" or info.abnormal == (subset == "abnormal"))
             ]
             if not index:
                 continue

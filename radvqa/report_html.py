@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from .evaluate import EvaluationReport, Metrics, MetricRow
+from .evaluate import EvaluationReport, MetricRow, Metrics
 from .metrics import HEADERS, LEVEL, SHOWN, Estimate
 from .writers import write_bytes_atomic
 

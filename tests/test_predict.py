@@ -23,7 +23,12 @@ from typer.testing import CliRunner
 from radvqa.cli import app
 from radvqa.errors import PredictError
 from radvqa.evaluate import evaluate
-from radvqa.predict import PredictSettings, load_predict_settings, predict, read_answered
+from radvqa.predict import (
+    PredictSettings,
+    load_predict_settings,
+    predict,
+    read_answered,
+)
 
 runner = CliRunner()
 IMAGES = 6  # benchmark images in the small test benchmark (9 questions each)
