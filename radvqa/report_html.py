@@ -9,8 +9,8 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from .evaluate import EvaluationReport, MetricRow, Metrics
-from .metrics import HEADERS, LEVEL, SHOWN, Estimate
+from .evaluate import EvaluationReport
+from .metrics import HEADERS, LEVEL, SHOWN, Estimate, MetricRow, Metrics
 from .writers import write_bytes_atomic
 
 _COLOURS = {"this model": "#4C72B0", "blind": "#DD8452", "other": "#55A868"}
