@@ -23,6 +23,7 @@ import hashlib
 import io
 import os
 import string
+import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -205,6 +206,7 @@ class Predictor:
         )
         self.cache = DiskCache(cache_dir if cache_dir is not None else default_cache_dir("predict"), PredictError)
         self.cached = 0
+        self._lock = threading.Lock()
 
     def image(self, record: dict[str, Any]) -> bytes | None:
         """The PNG sent with a record (None for the no-image controls)."""
@@ -228,7 +230,8 @@ class Predictor:
         )
         entry = self.cache.get(key)
         if entry is not None and isinstance(entry.get("reply"), str):
-            self.cached += 1  # one increment per call; a lost update only skews a counter
+            with self._lock:
+                self.cached += 1
             return str(entry["reply"])
         reply = self.client.complete(messages_for(record, s, png, self.blind), s.temperature, s.max_tokens)
         self.cache.put(key, {"reply": reply, "model": self.model})
