@@ -8,11 +8,17 @@ data URLs). The page makes no network request: there is no CDN, and its Content-
 forbids connections.
 
 Selection is a stratified sample: per split and class (modality + RadImageNet label), the
-``per_class`` images with the smallest seeded hash of their id (a bottom-k sample, so it does
-not depend on shard order or size), or every benchmark image. Each shard is read once,
-streaming: a line's image key is sliced from its ``{"id":"<16 hex>-`` prefix, and only the first
-line of each image (its class) and the lines of current candidates are parsed, so memory holds
-the candidates only and a full-scale dataset is scanned at close to disk speed.
+``per_class`` images whose id hash, XORed with a mask drawn from the seed, is smallest (a
+bottom-k sample: it does not depend on shard order or size), or every benchmark image. Each
+shard is read once, streaming: the caption shards (one line per image) choose the images, then
+the question shards are scanned with one slice and one set lookup per line (the image key is
+sliced from the ``{"id":"<16 hex>-`` prefix) and only the chosen images' lines are parsed. A
+split without captions (the benchmark) is chosen from its question shards, parsing only the
+first line of each image. Memory holds the candidates only.
+
+A gallery records the files it wrote in ``radvqa-gallery.json`` (written first, completed
+last): ``--overwrite`` removes exactly those, and a non-empty folder without that record is
+refused. This is a minimal stand-in for the shared output-ownership rule of issue 11.
 """
 
 from __future__ import annotations
@@ -27,15 +33,17 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import orjson
 
 from .dataset_files import SPLIT_ORDER, Part, dataset_parts, load_manifest, order_key
 from .errors import ConfigError, DatasetError, OutputError, SourceError, did_you_mean
 from .export import question_stem
 from .progress import NullProgress, ProgressBar
+from .streams import mix
 from .writers import write_bytes_atomic
 
 RECORD_FILE = "radvqa-gallery.json"  # what a gallery wrote; --overwrite removes exactly these files
@@ -46,8 +54,8 @@ THUMB_SIZE = 160
 THUMBS, CHARTS = "thumbs", "charts"
 _ID_PREFIX = b'{"id":"'
 _MASK64 = (1 << 64) - 1
+_PURPOSE = 0xB5  # keeps the gallery's order apart from generate's streams of the same seed
 _KEY_END = len(_ID_PREFIX) + 16
-_PROGRESS_EVERY = 50_000
 _SHOWN = 3
 
 Record = dict[str, Any]
@@ -85,11 +93,8 @@ class GalleryResult:
 
 
 def _seed_mask(seed: int) -> int:
-    """SplitMix64 of the seed (Steele, Lea & Flood 2014): the bits each image's id hash is XORed with."""
-    z = (seed * 0x9E3779B97F4A7C15 + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
+    """The bits each image's id hash is XORed with: SplitMix64 of the seed (radvqa.streams)."""
+    return int(mix(np.array([(seed * 0x10001 + _PURPOSE) & _MASK64], dtype=np.uint64))[0])
 
 
 def _priority(key: bytes, mask: int) -> int:
@@ -487,8 +492,11 @@ def _write_images(
     written, missing = [], []
     with progress(len(cards), "browse: thumbnails") if progress else NullProgress() as bar:
         for card in cards:
+            relative = PurePosixPath(str(card["image"]))
             try:
-                data = _thumbnail(root / card["image"])
+                if relative.is_absolute() or ".." in relative.parts:  # stay inside the copy
+                    raise OSError("not a path inside the RadImageNet copy")
+                data = _thumbnail(root / relative)
             except OSError:
                 missing.append(card["image"])
             else:

@@ -15,6 +15,7 @@ import os
 import select
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -73,6 +74,7 @@ class Chromium:
             pass_fds=(commands_read, replies_write),
             stdout=subprocess.DEVNULL,
             stderr=None if os.environ.get("RADVQA_CHROMIUM_LOG") else subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, so close() can end every process it spawned
         )
         os.close(commands_read)
         os.close(replies_write)
@@ -89,7 +91,7 @@ class Chromium:
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)  # the group this helper started, nothing else
             self.process.wait()
         for fd in (self._out, self._in):
             try:

@@ -79,7 +79,7 @@
     ]));
     body.appendChild(el("p", {className: "path", title: "image path relative to the RadImageNet copy", text: image.image + " \u00b7 " + image.label}));
     if (image.caption) {
-      body.appendChild(el("p", {className: "caption", title: "caption template " + image.caption_tid}, [
+      body.appendChild(el("p", {className: "caption", title: "prompt: " + image.caption_prompt + "\ntemplate " + image.caption_tid}, [
         el("span", {className: "slot", text: "caption"}), " ", image.caption,
         el("span", {className: "tid", text: image.caption_tid})
       ]));
