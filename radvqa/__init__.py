@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .browse import build_gallery  # noqa: E402
 from .config import Config, load_config  # noqa: E402
 from .dataset import GenerateResult, generate_dataset  # noqa: E402
 from .errors import RadVQAError  # noqa: E402
@@ -21,6 +22,7 @@ __all__ = [
     "RadVQAError",
     "Taxonomy",
     "TemplateSet",
+    "build_gallery",
     "build_sample",
     "compute_stats",
     "export_dataset",
