@@ -172,7 +172,8 @@ def dataset_splits(
         source = "instruct val (no benchmark found)"
     if not eval_files:
         raise EvaluateError(f"{dataset}: neither benchmark/test-*.jsonl nor instruct/val-*.jsonl to score on")
-    total = _manifest_records(dataset, [("instruct", "train"), ("benchmark", "test") if source == "benchmark" else ("instruct", "val")])
+    scored = ("benchmark", "test") if source == "benchmark" else ("instruct", "val")
+    total = _manifest_records(dataset, [("instruct", "train"), scored])
     with progress(total, "audit: read") if progress else NullProgress() as bar:
         train = load_split(train_files, "instruct train", _train_rates(dataset, max_train), bar)
         evaluation = load_split(eval_files, source, bar=bar)

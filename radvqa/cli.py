@@ -56,7 +56,7 @@ class _Conventions:
         params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
         for param in params:
             param.metavar = _metavar(param, ctx)
-            if isinstance(param, TyperArgument):  # the name column already says ROOT; no <path> beside it
+            if isinstance(param, TyperArgument):  # typer would print "ROOT <path>": the name says enough
                 setattr(param, "display_type_rich", lambda ctx: None)
         return params
 
@@ -103,7 +103,7 @@ class _Group(_Conventions, TyperGroup):
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """List every command with its whole first sentence (click cuts it at ~45 characters)."""
         commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
-        rows = [(name, command.get_short_help_str(limit=200)) for name, command in commands if command and not command.hidden]
+        rows = [(name, cmd.get_short_help_str(limit=200)) for name, cmd in commands if cmd and not cmd.hidden]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -112,7 +112,7 @@ class _Group(_Conventions, TyperGroup):
 class _App(typer.Typer):
     """typer.Typer whose commands follow radvqa's conventions (see ``_Conventions``)."""
 
-    def command(self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
+    def command(self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any) -> Any:
         return super().command(*args, cls=cls or _Command, **kwargs)
 
 
@@ -360,7 +360,7 @@ def audit(
             "--max-train", min=1, help="Train questions per slot to fit on (a fixed hash-chosen subset beyond)."
         ),
     ] = 50_000,
-    quiet: QuietOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Text-only shortcut audit: exit 1 when a model without the image beats chance by > --max-gain."""
     from .audit import audit_dataset
