@@ -373,7 +373,9 @@ def predict(
         str, typer.Option("--endpoint", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")
     ],
     model: Annotated[str, typer.Option("--model", help="Model name sent with every request.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Predictions JSONL; an existing file is resumed.")],
+    out: Annotated[
+        Path, typer.Option(_OUTPUT, "-o", metavar="DEST", help="Predictions JSONL; an existing file is resumed.")
+    ],
     root: Annotated[
         Optional[Path], typer.Option("--root", help="RadImageNet copy (default: the manifest's source root).")
     ] = None,
