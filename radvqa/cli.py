@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -21,6 +21,9 @@ from .progress import ProgressBar, progress_bar
 from .sample import build_sample
 from .taxonomy import load_taxonomy
 from .templates import load_templates
+
+if TYPE_CHECKING:
+    from .executors import ExecutorSpec
 
 app = typer.Typer(
     help="Turn a local RadImageNet copy into a radiologic visual-question-answering dataset.",
@@ -47,8 +50,14 @@ def _errors(unreadable_exit: int = 1) -> Iterator[None]:
     """
     from .errors import DatasetError
 
+    from .executors import Interrupted, signal_number, signals
+
     try:
-        yield
+        with signals():
+            yield
+    except Interrupted as stop:
+        _say(str(stop))
+        raise typer.Exit(stop.exit_code)
     except RadVQAError as error:
         if _State.debug:
             raise
@@ -56,6 +65,12 @@ def _errors(unreadable_exit: int = 1) -> Iterator[None]:
         if error.hint:
             _say(f"hint: {error.hint}")
         raise typer.Exit(unreadable_exit if isinstance(error, DatasetError) else 1)
+    except BaseException as error:  # SIGINT / SIGTERM outside a worker pool
+        signum = signal_number(error)
+        if signum is None:
+            raise
+        _say("interrupted")
+        raise typer.Exit(128 + signum)
 
 
 def _progress(quiet: bool) -> Callable[[int, str], ProgressBar]:
@@ -86,6 +101,26 @@ TemplatesOpt = Annotated[
 ]
 TaxonomyOpt = Annotated[Optional[Path], typer.Option("--taxonomy", help="Taxonomy YAML (see configs/taxonomy.yaml).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
+ExecutorOpt = Annotated[
+    str, typer.Option("--executor", metavar="local|dask", help="Where tasks run: local processes, or Dask (radvqa[dask]).")
+]
+SchedulerOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--scheduler",
+        envvar="DASK_SCHEDULER_ADDRESS",
+        metavar="tcp://HOST:8786",
+        help="Existing Dask scheduler (or env DASK_SCHEDULER_ADDRESS); default: a LocalCluster of --workers.",
+    ),
+]
+
+
+def _executor(kind: str, workers: int | None, scheduler: str | None) -> ExecutorSpec:
+    from .executors import ExecutorSpec
+
+    spec = ExecutorSpec(kind=kind, workers=workers or 1, scheduler=scheduler if kind == "dask" else None)
+    spec.check()
+    return spec
 
 
 def _load_config(config: Path | None, **overrides: object) -> Config:
@@ -113,6 +148,11 @@ def generate(
         Optional[float], typer.Option(help="Share of normal benchmark images per region, at most 0.25.")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous output in OUT.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run into OUT (same settings), keeping its shards.")
+    ] = False,
+    executor: ExecutorOpt = "local",
+    scheduler: SchedulerOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Generate captions and nine questions per CT/MRI image as sharded JSONL."""
@@ -121,16 +161,21 @@ def generate(
     with _errors():
         if (root is None) == (not sample):
             raise typer.BadParameter("give a RadImageNet ROOT or --sample (not both)")
+        if resume and sample:
+            raise typer.BadParameter("--resume continues a run from a ROOT, not --sample")
         settings = _load_config(
             config, seed=seed, workers=workers, shard_size=shard_size, benchmark_images=benchmark_images,
             normal_fraction=normal_fraction,
         )
         tax = load_taxonomy(taxonomy)
         tpl = load_templates(templates)
+        spec = _executor(executor, settings.workers, scheduler)
         if root is None:
-            result = generate_sample_dataset(out, settings, tax, tpl, overwrite, _progress(quiet))
+            result = generate_sample_dataset(out, settings, tax, tpl, overwrite, _progress(quiet), spec)
         else:
-            result = generate_dataset(root, out, settings, tax, tpl, overwrite, _progress(quiet), splits)
+            result = generate_dataset(
+                root, out, settings, tax, tpl, overwrite, _progress(quiet), splits, spec, resume=resume
+            )
         for warning in result.warnings:
             _say(f"warning: {warning}")
         if not quiet:

@@ -1,0 +1,39 @@
+"""Task functions for tests/test_executors.py, importable by spawned and Dask workers.
+
+Faults fire once per marker: the first try that creates ``marker`` (O_EXCL) fails, every
+later try (on any worker) succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def first_try(marker: Path) -> bool:
+    """True for the one caller that creates ``marker``."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def square(offset: int, x: int) -> int:
+    return x * x + offset
+
+
+def raises_once(folder: str, x: int) -> int:
+    if x == 3 and first_try(Path(folder) / "raised"):
+        raise OSError("disk hiccup")
+    return x * x
+
+
+def dies_once(folder: str, x: int) -> int:
+    if x == 3 and first_try(Path(folder) / "died"):
+        os._exit(9)
+    return x * x
+
+
+def pid(_: object, x: int) -> int:
+    return os.getpid()
