@@ -433,6 +433,8 @@ def ingest_dicom_command(
     ] = None,
     taxonomy: TaxonomyOpt = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    executor: ExecutorOpt = "local",
+    scheduler: SchedulerOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous copy in ROOT (start clean).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -460,6 +462,7 @@ def ingest_dicom_command(
             load_windows(windows),
             options,
             progress=lambda total, desc: progress_bar(total, desc, quiet=quiet, unit="img"),
+            executor=_executor(executor, workers, scheduler),
         )
         if not quiet:
             if result.resumed:
@@ -493,6 +496,8 @@ def validate_distractors_command(
     out: Annotated[Path, typer.Argument(help="Dataset folder made by `radvqa generate`.")],
     json_report: JsonReportOpt = None,
     workers: ValidateWorkersOpt = 1,
+    executor: ExecutorOpt = "local",
+    scheduler: SchedulerOpt = None,
     show: ShowOpt = 5,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary lines.")] = False,
 ) -> None:
@@ -500,7 +505,7 @@ def validate_distractors_command(
     from .validate import validate_distractors
 
     with _errors(unreadable_exit=2):
-        report = validate_distractors(out, workers=workers, progress=_progress(quiet))
+        report = validate_distractors(out, workers=workers, progress=_progress(quiet), executor=_executor(executor, workers, scheduler))
         _finish_validation(report, json_report, show, quiet)
 
 
@@ -512,6 +517,8 @@ def validate_command(
     ] = None,
     json_report: JsonReportOpt = None,
     workers: ValidateWorkersOpt = 1,
+    executor: ExecutorOpt = "local",
+    scheduler: SchedulerOpt = None,
     show: ShowOpt = 5,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary lines.")] = False,
 ) -> None:
@@ -519,7 +526,7 @@ def validate_command(
     from .validate import validate_dataset
 
     with _errors(unreadable_exit=2):
-        report = validate_dataset(out, root=root, workers=workers, progress=_progress(quiet))
+        report = validate_dataset(out, root=root, workers=workers, progress=_progress(quiet), executor=_executor(executor, workers, scheduler))
         _finish_validation(report, json_report, show, quiet)
 
 

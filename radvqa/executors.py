@@ -22,6 +22,7 @@ scheduler from ``--scheduler`` / ``DASK_SCHEDULER_ADDRESS``; extra ``radvqa[dask
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -324,13 +325,19 @@ class _Dask(_Backend):
             ) from None
         self._cluster = None
         address = spec.address
+        # Dask logs lost workers and rescheduled keys; this loop reports what matters in one line.
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
         with _sigint_ignored():
             try:
                 if address:
                     self._client = Client(address, timeout="10s", set_as_default=False)
                 else:
                     self._cluster = LocalCluster(
-                        n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None
+                        n_workers=spec.workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                        silence_logs=logging.CRITICAL,
                     )
                     self._client = Client(self._cluster, set_as_default=False)
             except (OSError, TimeoutError) as error:
@@ -467,7 +474,7 @@ class Executor:
         does to build it overlaps with the workers. Results come in completion order.
         """
         bar = bar or NullProgress()
-        paths = [str(Path(p).resolve()) for p in self.paths]
+        paths = [str(Path(p).resolve()) for p in self.paths if Path(p).exists()]  # what this process sees
         tasks: list[tuple[Job[Any, Any], int, int]] = []  # key -> (job, index, token)
         waiting: deque[int] = deque()
         running: set[int] = set()
