@@ -29,6 +29,12 @@ def raises_once(folder: str, x: int) -> int:
     return x * x
 
 
+def always_raises(_: None, x: int) -> int:
+    if x == 3:
+        raise OSError("disk hiccup")
+    return x * x
+
+
 def dies_once(folder: str, x: int) -> int:
     if x == 3 and first_try(Path(folder) / "died"):
         os._exit(9)
@@ -37,3 +43,27 @@ def dies_once(folder: str, x: int) -> int:
 
 def pid(_: object, x: int) -> int:
     return os.getpid()
+
+
+def install_fault(kind: str, folder: str) -> None:
+    """On a Dask worker: make the first shard task anywhere raise (``raise``) or kill its process (``exit``)."""
+    import radvqa.dataset as dataset
+
+    real = dataset.run_task
+
+    def faulty(task: object, plan: object) -> object:
+        if first_try(Path(folder) / "fault"):
+            if kind == "exit":
+                os._exit(9)
+            raise OSError("disk hiccup")
+        return real(task, plan)  # type: ignore[arg-type]
+
+    faulty.real = real  # type: ignore[attr-defined]
+    dataset.run_task = faulty  # type: ignore[assignment]
+
+
+def remove_fault() -> None:
+    """Undo install_fault on this worker."""
+    import radvqa.dataset as dataset
+
+    dataset.run_task = getattr(dataset.run_task, "real", dataset.run_task)
