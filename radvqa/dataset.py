@@ -182,6 +182,7 @@ def run_tasks(
             yield shard_job([t for t in late if t.path not in done], {late[0].split: plan} if late else {})
 
     for path, info in executor.run(jobs(), bar):
+        assert isinstance(path, Path)
         done[path] = info
     return [done[task.path] for task in order]
 

@@ -47,6 +47,7 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 DEFAULT_RETRIES = 2  # extra tries of a task that raised or whose worker was lost
 _PARENT_POLL = 0.5  # seconds between a local worker's checks that its parent is alive
 _STOP_TIMEOUT = 3.0  # seconds to wait for ended workers before killing them
+_CLOSE_TIMEOUT = 30.0  # seconds a finished run waits for a LocalCluster to close
 _TEMPORARY = ".tmp"  # writers.temporary(): ``.NAME.tmpPID``
 
 T = TypeVar("T")
@@ -365,11 +366,15 @@ class _Dask(_Backend):
         return key, Outcome(error=f"task lost on the cluster ({error or future.status})")
 
     def close(self, abort: bool = False) -> None:
-        if abort and self._futures:
-            self._client.cancel(list(self._futures), force=True)
-        self._client.close(timeout=_STOP_TIMEOUT)
-        if self._cluster is not None:
-            self._cluster.close(timeout=_STOP_TIMEOUT)
+        timeout = _STOP_TIMEOUT if abort else _CLOSE_TIMEOUT
+        try:
+            if abort and self._futures:
+                self._client.cancel(list(self._futures), force=True)
+            self._client.close(timeout=timeout)
+            if self._cluster is not None:
+                self._cluster.close(timeout=timeout)
+        except Exception:  # noqa: BLE001 - best effort: a LocalCluster's workers exit with this process
+            pass
 
 
 # --- the one loop ---------------------------------------------------------------------------

@@ -456,7 +456,8 @@ def scan(
     """Read the header of each file (batches of files on ``executor``); group the images by SeriesInstanceUID."""
     chunks = [files[i : i + _SCAN_CHUNK] for i in range(0, len(files), _SCAN_CHUNK)]
     job = Job(_read_headers, list(enumerate(chunks)), str(input_dir), weight=lambda c, _: len(c), unit="header batches read")
-    headers = chain.from_iterable(run_tasks(executor or Executor(), job, bar))  # default: in this process
+    batches: list[list[tuple[str, Any]]] = run_tasks(executor or Executor(), job, bar)  # default: here
+    headers = chain.from_iterable(batches)
     series: dict[str, SeriesInfo] = {}
     for rel, result in headers:
         report.files += 1
@@ -724,7 +725,8 @@ def run_file_tasks(tasks: list[FileTask], executor: Executor, bar: ProgressBar) 
         weight=lambda batch, _: sum(len(t.frames) for t in batch),
         unit="batches converted",
     )
-    return list(chain.from_iterable(run_tasks(executor, job, bar)))
+    results: list[list[FileResult]] = run_tasks(executor, job, bar)
+    return list(chain.from_iterable(results))
 
 
 # --- output --------------------------------------------------------------------------------
