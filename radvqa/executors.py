@@ -30,6 +30,7 @@ import socket
 import threading
 import time
 import traceback
+import warnings
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -105,11 +106,15 @@ class ExecutorSpec:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a worker sends back: a value, or an error message (``fatal``: do not retry)."""
+    """What a worker sends back: a value, or an error message (``fatal``: do not retry).
+
+    ``raised`` carries a RadVQAError from the task so the caller sees its own error class.
+    """
 
     value: Any = None
     error: str | None = None
     fatal: bool = False
+    raised: RadVQAError | None = None
 
 
 @dataclass
@@ -153,7 +158,7 @@ def call(fn: Callable[[Any, Any], Any], shared: Any, task: Any, paths: Sequence[
     try:
         return Outcome(value=fn(shared, task))
     except RadVQAError as error:  # the input's fault: the same on every try
-        return Outcome(error=str(error), fatal=True)
+        return Outcome(error=str(error), fatal=True, raised=error)
     except Exception as error:  # noqa: BLE001 - reported (and retried) by the parent's loop
         lines = traceback.format_exception_only(type(error), error)
         return Outcome(error=lines[-1].strip())
@@ -177,7 +182,6 @@ def _worker_main(conn: Connection, parent: int) -> None:
         except (EOFError, OSError):
             return
         if message[0] == "shared":
-            shared.clear()
             shared[message[1]] = message[2]
             continue
         _, key, fn, token, task, paths = message
@@ -237,7 +241,7 @@ class _InProcess(_Backend):
 class _Worker:
     process: Any
     conn: Connection
-    token: int | None = None
+    tokens: set[int] = field(default_factory=set)  # jobs whose shared object this worker holds
     busy: int | None = None
 
 
@@ -273,9 +277,9 @@ class _LocalPool(_Backend):
         for worker in self._workers:
             if worker.busy is None and self._waiting:
                 key, fn, token, task, paths = self._waiting.popleft()
-                if worker.token != token:
+                if token not in worker.tokens:
                     worker.conn.send(("shared", token, self._shared[token]))
-                    worker.token = token
+                    worker.tokens.add(token)
                 worker.conn.send(("task", key, fn, token, task, tuple(paths)))
                 worker.busy = key
 
@@ -343,7 +347,8 @@ class _Dask(_Backend):
                     self._client = Client(self._cluster, set_as_default=False)
             except (OSError, TimeoutError) as error:
                 raise ConfigError(f"--scheduler {address}: cannot reach the Dask scheduler ({error})") from None
-        self._done = as_completed(loop=self._client.loop)
+        # with_results: results are fetched in the client's event loop, not one blocking call each
+        self._done = as_completed(loop=self._client.loop, with_results=True, raise_errors=False)
         self._futures: dict[Any, int] = {}
         self._shared: dict[int, Any] = {}
 
@@ -351,19 +356,20 @@ class _Dask(_Backend):
         self._shared[token] = self._client.scatter(shared, broadcast=True, hash=False)
 
     def submit(self, key: int, fn: Callable[[Any, Any], Any], token: int, task: Any, paths: Sequence[str]) -> None:
-        future = self._client.submit(call, fn, self._shared[token], task, tuple(paths), pure=False)
+        with warnings.catch_warnings():  # a shard's image list is its task: large by design
+            warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+            future = self._client.submit(call, fn, self._shared[token], task, tuple(paths), pure=False)
         self._futures[future] = key
         self._done.add(future)
 
     def next(self) -> tuple[int, Outcome]:
-        future = next(self._done)
+        future, result = next(self._done)
         key = self._futures.pop(future)
-        if future.status == "finished":
-            outcome = future.result()
-            future.release()
-            return key, outcome
-        error = future.exception() if future.status == "error" else None
-        return key, Outcome(error=f"task lost on the cluster ({error or future.status})")
+        status = future.status
+        future.release()
+        if status == "finished" and isinstance(result, Outcome):
+            return key, result
+        return key, Outcome(error=f"task lost on the cluster ({status}: {result!r:.200})")
 
     def close(self, abort: bool = False) -> None:
         timeout = _STOP_TIMEOUT if abort else _CLOSE_TIMEOUT
@@ -514,7 +520,7 @@ class Executor:
                     bar.update(job.weight(task, outcome.value) if job.weight else 1)
                     yield task_id, outcome.value
                 elif outcome.fatal:
-                    raise TaskError(outcome.error)
+                    raise outcome.raised or TaskError(outcome.error)
                 elif tries.get(key, 1) > self.spec.retries:
                     raise TaskError(f"task {task_id} failed {tries[key]} times; last: {outcome.error}")
                 else:

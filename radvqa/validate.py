@@ -481,6 +481,7 @@ def _validate(
         images = frozenset(i for r in results for i in r.images)
         context = _Context(out, dataset.taxonomy, full, root, images)
         results += _scan_all(rest, context, pool, bar, sizes)
+    _SCANNER.clear()  # in-process runs: do not keep the last dataset's cache alive
     stats: Counter[StatKey] = Counter()
     for result in results:
         report.records += result.records

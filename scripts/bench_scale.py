@@ -105,18 +105,22 @@ def report(
 ) -> None:
     """Time ``command`` for local and dask at each worker count; print figures against local."""
     for n in workers:
-        figures = {}
+        figures: dict[str, tuple[float, float]] = {}
         for executor, extra in (("local", []), ("dask", dask)):
             out = tmp / f"{name}-{executor}-{n}"
             wall, cpu = timed(command(n, extra, out))
             items = count(out)
-            figures[executor] = wall
+            figures[executor] = (wall, cpu)
             print(
                 f"  {executor:5} --workers {n}: {wall:7.1f} s wall, {cpu:7.1f} s CPU, "
                 f"{cpu / items * 1e6:8.1f} us CPU per {unit}, {items / wall:10,.0f} {unit}s/s"
             )
             shutil.rmtree(out)
-        print(f"  dask over local at {n} workers: {figures['dask'] / figures['local'] - 1:+.1%} wall")
+        (local_wall, local_cpu), (dask_wall, dask_cpu) = figures["local"], figures["dask"]
+        print(
+            f"  dask over local at {n} workers: {dask_wall / local_wall - 1:+.1%} wall "
+            f"({dask_wall - local_wall:+.1f} s), {dask_cpu / local_cpu - 1:+.1%} CPU ({dask_cpu - local_cpu:+.1f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,12 @@ def dies_once(folder: str, x: int) -> int:
     return x * x
 
 
+def refuses(_: None, x: int) -> int:
+    from radvqa.errors import SourceError
+
+    raise SourceError(f"shard {x}: cannot read")
+
+
 def pid(_: object, x: int) -> int:
     return os.getpid()
 

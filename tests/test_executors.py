@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import executor_tasks as tasks
 from dicom_helpers import ct_file, write_labels
 from radvqa.cli import app
-from radvqa.errors import MissingDependencyError
+from radvqa.errors import MissingDependencyError, SourceError
 from radvqa.executors import Executor, ExecutorSpec, Job, TaskError, run_tasks
 
 runner = CliRunner()
@@ -74,6 +74,8 @@ def test_local_pool_retries_replaces_a_killed_worker_and_checks_paths(tmp_path: 
             i * i for i in range(6)
         ]
         assert pids != set(run_tasks(pool, Job(tasks.pid, [(i, i) for i in range(8)], None)))  # one was replaced
+        with pytest.raises(SourceError, match="shard 1: cannot read"):  # the input's fault: its own class, no retry
+            run_tasks(pool, Job(tasks.refuses, [(1, 1)], None))
     assert (tmp_path / "raised").exists() and (tmp_path / "died").exists()
 
 
