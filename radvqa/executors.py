@@ -45,6 +45,7 @@ from .progress import NullProgress, ProgressBar
 
 EXECUTORS = ("local", "dask")
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+CLUSTER_BATCH = 8  # Dask tasks carry this many times the local pool's units
 DEFAULT_RETRIES = 2  # extra tries of a task that raised or whose worker was lost
 _PARENT_POLL = 0.5  # seconds between a local worker's checks that its parent is alive
 _STOP_TIMEOUT = 3.0  # seconds to wait for ended workers before killing them
@@ -453,6 +454,11 @@ class Executor:
     rerun: str = ""  # advice in the interrupt line, e.g. "rerun with --resume"
     _backend: _Backend | None = None
     _tokens: int = 0
+
+    @property
+    def per_task(self) -> int:
+        """How many small units (files) to put in one task: Dask costs milliseconds per task."""
+        return CLUSTER_BATCH if self.spec.kind == "dask" else 1
 
     def __enter__(self) -> Executor:
         self.spec.check()

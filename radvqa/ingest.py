@@ -57,7 +57,7 @@ MODALITY_ALIASES = {"MRI": "MR"}
 WINDOW_MODES = ("auto", DICOM_WINDOW)
 FORMAT_VERSION = 1
 _EXAMPLES = 3
-_BATCH = 8  # files per pool task
+_BATCH = 8  # files per pool task (times Executor.per_task on a cluster)
 _GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # What the header scan reads (pydicom skips the rest: about 30% faster than a full header).
@@ -454,9 +454,11 @@ def scan(
     executor: Executor | None = None,
 ) -> dict[str, SeriesInfo]:
     """Read the header of each file (batches of files on ``executor``); group the images by SeriesInstanceUID."""
-    chunks = [files[i : i + _SCAN_CHUNK] for i in range(0, len(files), _SCAN_CHUNK)]
+    executor = executor or Executor()  # default: in this process
+    size = _SCAN_CHUNK * executor.per_task
+    chunks = [files[i : i + size] for i in range(0, len(files), size)]
     job = Job(_read_headers, list(enumerate(chunks)), str(input_dir), weight=lambda c, _: len(c), unit="header batches read")
-    batches: list[list[tuple[str, Any]]] = run_tasks(executor or Executor(), job, bar)  # default: here
+    batches: list[list[tuple[str, Any]]] = run_tasks(executor, job, bar)
     headers = chain.from_iterable(batches)
     series: dict[str, SeriesInfo] = {}
     for rel, result in headers:
@@ -718,7 +720,8 @@ def _convert_batch(_: None, tasks: list[FileTask]) -> list[FileResult]:
 
 def run_file_tasks(tasks: list[FileTask], executor: Executor, bar: ProgressBar) -> list[FileResult]:
     """Convert every file on ``executor`` (batches of files per task); results in file order."""
-    batches = [tasks[i : i + _BATCH] for i in range(0, len(tasks), _BATCH)]
+    size = _BATCH * executor.per_task
+    batches = [tasks[i : i + size] for i in range(0, len(tasks), size)]
     job = Job(
         _convert_batch,
         list(enumerate(batches)),
