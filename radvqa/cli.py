@@ -198,7 +198,8 @@ TaxonomyOpt = Annotated[Optional[Path], typer.Option("--taxonomy", help="Taxonom
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
 DatasetArg = Annotated[Path, typer.Argument(metavar="DATASET", help="Dataset folder made by `radvqa generate`.")]
 ExecutorOpt = Annotated[
-    str, typer.Option("--executor", metavar="local|dask", help="Where tasks run: local processes, or Dask (radvqa[dask]).")
+    str,
+    typer.Option("--executor", metavar="EXECUTOR", help="Where tasks run: local (processes here) or dask (radvqa[dask])."),
 ]
 SchedulerOpt = Annotated[
     Optional[str],

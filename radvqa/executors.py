@@ -452,8 +452,8 @@ class Executor:
     paths: Sequence[Path] = ()  # must be visible to every worker (ROOT, OUT)
     temporaries: Sequence[Path] = ()  # folders whose temporaries an interrupt removes
     rerun: str = ""  # advice in the interrupt line, e.g. "rerun with --resume"
-    _backend: _Backend | None = None
-    _tokens: int = 0
+    _backend: _Backend | None = field(default=None, init=False, repr=False)
+    _tokens: int = field(default=0, init=False, repr=False)
 
     @property
     def per_task(self) -> int:
