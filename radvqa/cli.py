@@ -151,6 +151,7 @@ def _errors(unreadable_exit: int = 1) -> Iterator[None]:
         with signals():
             yield
     except Interrupted as stop:
+        _deaf()
         _say(str(stop))
         raise typer.Exit(stop.exit_code)
     except RadVQAError as error:
@@ -164,8 +165,17 @@ def _errors(unreadable_exit: int = 1) -> Iterator[None]:
         signum = signal_number(error)
         if signum is None:
             raise
+        _deaf()
         _say("interrupted")
         raise typer.Exit(128 + signum)
+
+
+def _deaf() -> None:
+    """Once interrupted, ignore further Ctrl-C / SIGTERM: a second one must not kill the exit path."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _progress(quiet: bool) -> Callable[[int | None, str], ProgressBar]:
