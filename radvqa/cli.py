@@ -277,7 +277,10 @@ def audit(
 @app.command("export")
 def export(
     out: Annotated[Path, typer.Argument(help="Dataset folder written by 'radvqa generate'.")],
-    format: Annotated[str, typer.Option("--format", "-f", help="llava | sharegpt | hf-parquet | vlmevalkit.")],
+    format: Annotated[
+        str,
+        typer.Option("--format", "-f", help="llava | sharegpt | hf-parquet | vlmevalkit | llava-eval | lmms-eval."),
+    ],
     dest: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the export into.")],
     group: Annotated[
         str, typer.Option("--group", help="llava/sharegpt: one conversation per 'question' or per 'image'.")
@@ -286,10 +289,24 @@ def export(
         Optional[Path],
         typer.Option(
             "--root",
-            help="RadImageNet copy: hf-parquet embeds image bytes from it, llava/sharegpt write absolute "
-            "image paths, vlmevalkit reads images from it (default: the manifest's source root).",
+            help="RadImageNet copy the images are read from and absolute paths point into "
+            "(default: the manifest's source root).",
         ),
     ] = None,
+    relative: Annotated[
+        bool,
+        typer.Option(
+            "--relative",
+            help="llava, sharegpt, llava-eval: image paths relative to the copy (LLaVA --image_folder, "
+            "LLaMA-Factory media_dir) instead of absolute.",
+        ),
+    ] = False,
+    embed: Annotated[
+        bool,
+        typer.Option(
+            "--embed/--no-embed", help="hf-parquet, lmms-eval: embed image bytes (default) or write absolute paths."
+        ),
+    ] = True,
     only: Annotated[
         Optional[list[str]],
         typer.Option("--only", help="Export only this config (repeatable): alignment, instruct, benchmark."),
@@ -301,7 +318,7 @@ def export(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous export in the folder.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Export a dataset for LLaVA, ShareGPT/LLaMA-Factory, Hugging Face (parquet) or VLMEvalKit."""
+    """Export a dataset for LLaVA, ShareGPT/LLaMA-Factory, Hugging Face (parquet), VLMEvalKit or lmms-eval."""
     from .export import export_dataset
 
     with _errors():
@@ -315,6 +332,8 @@ def export(
             shard_rows=shard_size,
             overwrite=overwrite,
             progress=_progress(quiet),
+            relative=relative,
+            embed=embed,
         )
         if not quiet:
             for line in result.lines():
