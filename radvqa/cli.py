@@ -199,7 +199,17 @@ def evaluate(
     benchmark: Annotated[
         Path, typer.Argument(help="Benchmark JSONL file, or a dataset folder (uses benchmark/test-*.jsonl).")
     ],
-    predictions: Annotated[Path, typer.Argument(help='JSONL of {"id": ..., "prediction": "free model output"}.')],
+    predictions: Annotated[
+        list[Path],
+        typer.Argument(
+            help='Prediction files: radvqa JSONL {"id", "prediction"}, VLMEvalKit .xlsx/.tsv, LLaVA answers '
+            "JSONL or lmms-eval samples log (several files are merged).",
+        ),
+    ],
+    prediction_format: Annotated[
+        Optional[str],
+        typer.Option("--format", help="radvqa | vlmevalkit | llava | lmms-eval (default: detected per file)."),
+    ] = None,
     judge: Annotated[
         Optional[str],
         typer.Option("--judge", help="OpenAI-compatible base URL (e.g. http://localhost:8000/v1) to judge open answers."),
@@ -235,7 +245,13 @@ def evaluate(
             scorer = Judge(judge, judge_model, load_judge_settings(judge_config), judge_cache)
         tax = load_taxonomy(taxonomy) if taxonomy is not None else None
         report = run_evaluate(
-            benchmark, predictions, taxonomy=tax, judge=scorer, allow_missing=allow_missing, progress=_progress(quiet)
+            benchmark,
+            predictions,
+            taxonomy=tax,
+            judge=scorer,
+            allow_missing=allow_missing,
+            progress=_progress(quiet),
+            prediction_format=prediction_format,
         )
         for line in report.lines():
             typer.echo(line)
