@@ -6,7 +6,7 @@ Builds the sample dataset with this checkout's radvqa, exports every format, the
 builds a scratch virtual environment under WORK/venvs (reused on the next run), installs the
 client from the package index and runs its own loader on the export:
 
-* Hugging Face ``datasets`` 4 and 5: ``load_dataset`` of every hf-parquet config from another
+* Hugging Face ``datasets`` 3, 4 and 5: ``load_dataset`` of every hf-parquet config from another
   working folder (embedded images and ``--no-embed`` absolute paths), images decoded, and single
   parquet files loaded without the card;
 * LLaMA-Factory 0.9.5: ``get_dataset_list`` over the export's ``dataset_info.json`` and
@@ -27,7 +27,9 @@ Only model code is stubbed: a fixed tokenizer built locally instead of a downloa
 LLaVA's ``.cuda()`` calls are made no-ops on this CPU machine; VLMEvalKit's model registries
 (``vlmeval.config``, ``vlmeval.api``, ``vlmeval.vlm``) are empty modules. torch comes from the
 local CPU build (``torch==2.13.0``), or 2.14.1 with torchvision 0.29.1 for clients that import
-torchvision. Nothing is downloaded at run time besides the pip installs.
+torchvision (also on local disk), or 2.9.1 with torchaudio 2.9.1 for LLaMA-Factory, whose data
+module imports torchaudio (no torchaudio build loads beside a newer torch; this pair is a
+multi-GB download from PyPI on the first run). Nothing is downloaded at run time besides the pip installs.
 """
 
 from __future__ import annotations
@@ -46,16 +48,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TORCH_CPU = ["torch==2.13.0"]  # the local CPU wheel (see the machine notes); no CUDA download
 TORCH_VISION = ["torch==2.14.1", "torchvision==0.29.1"]  # torchvision needs this pair, also local
+TORCH_AUDIO = ["torch==2.9.1", "torchaudio==2.9.1"]  # the newest pair torchaudio builds exist for (downloaded)
 
 # Each client: pip install steps (lists of arguments) and the probe that runs its loader.
 CLIENTS: dict[str, list[list[str]]] = {
+    "datasets 3": [["datasets>=3,<4", "pillow"]],
     "datasets 4": [["datasets>=4,<5", "pillow"]],
     "datasets 5": [["datasets>=5", "pillow"]],
     "LLaMA-Factory 0.9.5": [
-        TORCH_CPU,
+        TORCH_AUDIO,
         ["--no-deps", "llamafactory==0.9.5"],
-        # its requirements less the torch stack (torchaudio/torchvision/torchdata would pull CUDA
-        # builds) and the web UI / hub extras the data loader does not import
+        # its requirements less the rest of the torch stack (torchvision/torchdata) and the web UI /
+        # hub extras that the data loader does not import
         [
             "accelerate>=1.3.0,<=1.11.0",
             "datasets>=2.16.0,<=4.0.0",
@@ -81,11 +85,11 @@ CLIENTS: dict[str, list[list[str]]] = {
     "LLaVA 1.2.2": [
         TORCH_CPU,
         ["--no-deps", "llava-torch==1.2.2.post1"],
-        # its pins (pyproject.toml) less torch/torchvision, the demo UI and bitsandbytes
+        # the wheel's pins less torch/torchvision, the demo UI, peft/timm and bitsandbytes
         [
-            "transformers==4.37.2",
-            "tokenizers==0.15.1",
-            "sentencepiece",
+            "transformers==4.36.2",
+            "tokenizers==0.15.0",
+            "sentencepiece==0.1.99",
             "shortuuid",
             "accelerate==0.21.0",
             "einops==0.6.1",
@@ -129,9 +133,14 @@ CLIENTS: dict[str, list[list[str]]] = {
             "sympy",
             "scipy",
             "matplotlib",
+            "imageio",
+            "openai",
+            "num2words",
+            "scikit-learn",
         ],
     ],
-    "lmms-eval 0.7.3": [TORCH_VISION, ["lmms-eval==0.7.3"]],
+    # 0.7.3 patches filelock._api, which filelock 4 no longer has
+    "lmms-eval 0.7.3": [TORCH_VISION, ["lmms-eval==0.7.3"], ["filelock<4"]],
 }
 
 
@@ -158,16 +167,11 @@ def radvqa(*args: object, log: Path) -> None:
     run([sys.executable, "-c", "from radvqa.cli import app; app()", *map(str, args)], log=log)
 
 
-def make_exports(work: Path) -> dict[str, Path]:
+def make_exports(work: Path, keep: bool = False) -> dict[str, Path]:
     """The sample copy, a dataset and every export of it (absolute paths, embedded images by default)."""
     data = work / "data"
     log = work / "radvqa.log"
-    if data.exists():
-        shutil.rmtree(data)
-    data.mkdir(parents=True)
     copy, out = data / "copy", data / "dataset"
-    radvqa("make-sample", copy, "--images-per-class", "2", log=log)
-    radvqa("generate", copy, "-o", out, "--quiet", log=log)
     exports = {
         "hf-parquet": ["-f", "hf-parquet"],
         "hf-parquet-no-embed": ["-f", "hf-parquet", "--no-embed"],
@@ -179,10 +183,17 @@ def make_exports(work: Path) -> dict[str, Path]:
         "vlmevalkit": ["-f", "vlmevalkit"],
         "lmms-eval": ["-f", "lmms-eval"],
     }
-    paths = {"copy": copy, "dataset": out}
+    paths = {"copy": copy, "dataset": out} | {name: data / name for name in exports}
+    if keep and (data / ".done").is_file():
+        return paths
+    if data.exists():
+        shutil.rmtree(data)
+    data.mkdir(parents=True)
+    radvqa("make-sample", copy, "--images-per-class", "2", log=log)
+    radvqa("generate", copy, "-o", out, "--quiet", log=log)
     for name, args in exports.items():
-        radvqa("export", out, *args, "-o", data / name, "--quiet", log=log)
-        paths[name] = data / name
+        radvqa("export", out, *args, "-o", paths[name], "--quiet", log=log)
+    (data / ".done").write_text("")
     return paths
 
 
@@ -472,6 +483,7 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from lmms_eval.loggers import EvaluationTracker
 from lmms_eval.tasks import TaskManager
+from lmms_eval.utils import get_datetime_str
 
 class Oracle(lmms):
     """Stub model: answers each request with its document's reference answer."""
@@ -497,7 +509,9 @@ def _():
     tracker = EvaluationTracker(output_path=os.path.abspath("lmms-out"))
     results = evaluator.simple_evaluate(model=Oracle(), tasks=["radvqa"], task_manager=manager,
                                         log_samples=True, batch_size=1, evaluation_tracker=tracker)
-    tracker.save_results_samples(task_name="radvqa", samples=results["samples"]["radvqa"])
+    samples = results.pop("samples")  # then save as lmms_eval.__main__ does with --log_samples
+    tracker.save_results_aggregated(results=results, samples=samples, datetime_str=get_datetime_str())
+    tracker.save_results_samples(task_name="radvqa", samples=samples["radvqa"])
     score = results["results"]["radvqa"]["radvqa_exact_match,none"]
     assert score == 100.0, results["results"]
     (log,) = glob.glob("lmms-out/**/*_samples_radvqa.jsonl", recursive=True)
@@ -505,6 +519,7 @@ def _():
 '''
 
 PROBES = {
+    "datasets 3": DATASETS_PROBE,
     "datasets 4": DATASETS_PROBE,
     "datasets 5": DATASETS_PROBE,
     "LLaMA-Factory 0.9.5": LLAMAFACTORY_PROBE,
@@ -514,7 +529,9 @@ PROBES = {
 }
 
 
-def score(paths: dict[str, Path], predictions: list[Path], fmt: str, expect: float | None) -> dict[str, object]:
+def score(
+    paths: dict[str, Path], predictions: list[Path], fmt: str, expect: float | None, note: str = ""
+) -> dict[str, object]:
     """``radvqa evaluate`` on a client's own prediction file(s)."""
     report = predictions[0].parent / f"radvqa-scores-{fmt}.json"
     try:
@@ -524,7 +541,8 @@ def score(paths: dict[str, Path], predictions: list[Path], fmt: str, expect: flo
         )
         average = json.loads(report.read_text())["overall"]["average"]
         ok = expect is None or average == expect
-        return {"format": f"radvqa evaluate ({fmt})", "ok": ok, "detail": f"read {len(predictions)} file(s), average {average}"}
+        detail = f"read {len(predictions)} file(s), average {average}{note}"
+        return {"format": f"radvqa evaluate ({fmt})", "ok": ok, "detail": detail}
     except RuntimeError as exc:
         return {"format": f"radvqa evaluate ({fmt})", "ok": False, "detail": str(exc).splitlines()[-1][:200]}
 
@@ -539,12 +557,13 @@ def main() -> int:
         default=Path(os.environ.get("VLMEVALKIT_SRC", "/tmp/src/VLMEvalKit")),
         help="a checkout of open-compass/VLMEvalKit (it is not on PyPI)",
     )
+    parser.add_argument("--keep-exports", action="store_true", help="reuse WORK/data from an earlier run")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     say("exporting the sample dataset ...")
-    paths = make_exports(work)
+    paths = make_exports(work, args.keep_exports)
     table: list[tuple[str, dict[str, object]]] = []
     for name in args.only or list(CLIENTS):
         say(f"{name}:")
@@ -561,7 +580,8 @@ def main() -> int:
             shutil.rmtree(cwd)
         rows = probe(python, PROBES[name], paths, cwd)
         if name == "LLaVA 1.2.2" and (cwd / "llava-answers.jsonl").is_file():
-            rows.append(score(paths, [cwd / "llava-answers.jsonl"], "llava", None))
+            note = " (the stub model answers 'A' to everything)"
+            rows.append(score(paths, [cwd / "llava-answers.jsonl"], "llava", None, note))
         if name == "VLMEvalKit" and (cwd / "oracle_radvqa_open.xlsx").is_file():
             rows.append(score(paths, [cwd / "oracle_radvqa_mcq.xlsx", cwd / "oracle_radvqa_open.xlsx"], "vlmevalkit", 100.0))
         if name == "lmms-eval 0.7.3":
