@@ -296,7 +296,7 @@ def hf_features(benchmark: bool) -> dict[str, Any]:
     """``datasets.Features.to_dict()`` of :func:`parquet_schema`, in the spelling every release reads.
 
     ``choices`` is a ``Sequence`` of strings and ``conversations`` a plain list of structs: both
-    decode to lists of the same values in ``datasets`` 2.x to 5.x.
+    decode to lists of the same values in ``datasets`` 3.x to 5.x (scripts/check_clients.py).
     """
     metadata = {name: _value("bool" if name == "is_abnormal" else "string") for name in METADATA_FIELDS}
     if benchmark:

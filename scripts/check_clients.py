@@ -416,7 +416,7 @@ def _():
     )
     model_vqa.eval_model(args)
     lines = jsonl(answers)
-    return f"model_vqa.eval_model: {len(lines):,} questions, images opened, answers at {answers}"
+    return f"model_vqa.eval_model: {len(lines):,} questions, images opened, answers file written"
 '''
 
 VLMEVALKIT_PROBE = '''
@@ -515,7 +515,7 @@ def _():
     score = results["results"]["radvqa"]["radvqa_exact_match,none"]
     assert score == 100.0, results["results"]
     (log,) = glob.glob("lmms-out/**/*_samples_radvqa.jsonl", recursive=True)
-    return f"task loaded, simple_evaluate: its score {score:.0f}; samples log at {os.path.abspath(log)}"
+    return f"task loaded, simple_evaluate: its score {score:.0f}; samples log {os.path.basename(log)}"
 '''
 
 PROBES = {
