@@ -280,7 +280,7 @@ def _build(data: dict[str, Any], source: str, sha256: str) -> Taxonomy:
         _index=index,
     )
     for region_key in regions:
-        _check_option_sets(taxonomy, region_key, f"{where}: regions.{region_key}")
+        _check_option_sets(taxonomy, region_key, f"{where}: region '{region_key}'")
     return taxonomy
 
 

@@ -153,9 +153,9 @@ def test_pathology_without_a_valid_option_set_is_an_error(tmp_path: Path) -> Non
     data["regions"]["chest"]["conflicts"] = [
         ["Airspace_opacity", "Bronchiectasis"],
         ["Nodule", "interstitial_lung_disease"],
-        ["normal", "parenchyma_destruction"],
+        ["normal", "Parenchyma_destruction"],
     ]
-    with pytest.raises(ConfigError, match="regions.chest: pathology 'Airspace_opacity' fits in no set of 4 options"):
+    with pytest.raises(ConfigError, match="region 'chest': pathology 'Airspace_opacity' fits in no set of 4 options"):
         load_taxonomy(_write(tmp_path, data))
 
 
