@@ -58,6 +58,7 @@ class GenerateResult:
     records: dict[str, dict[str, int]]
     shards: list[ShardInfo] = field(default_factory=list)
     benchmark: dict[str, Any] = field(default_factory=dict)
+    exchange: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -77,10 +78,28 @@ class GenerateResult:
             )
         for config, splits in self.records.items():
             out.append(f"{config}: " + ", ".join(f"{s} {n}" for s, n in splits.items()) + " records")
+        out.extend(exchange_lines(self.exchange))
         total = sum(n for splits in self.records.values() for n in splits.values())
         rate = total / self.seconds if self.seconds else 0.0
         out.append(f"wrote {len(self.shards)} shards to {self.out} in {self.seconds:.1f} s ({rate:,.0f} records/s)")
         return out
+
+
+def exchange_lines(exchange: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Where option sets cannot be exactly exchangeable: the exact text-only gain over chance, in points."""
+    out = []
+    for split, kinds in exchange.items():
+        parts = [
+            f"{kind} {region} +{100 * leak:.1f}"
+            for kind, regions in kinds.items()
+            for region, leak in regions.items()
+            if leak > 5e-4
+        ]
+        if parts:
+            out.append(f"text-only residual on {split} (a name or conflict group above its share limit): " + ", ".join(parts))
+        else:
+            out.append(f"{split}: every option set exactly exchangeable")
+    return out
 
 
 def image_slice(table: pd.DataFrame) -> Slice:
@@ -246,9 +265,11 @@ def generate_dataset(
     plans: dict[str, Plan] = {}
     tasks: list[ShardTask] = []
     records: dict[str, dict[str, int]] = {c: {} for c in CONFIGS}
+    exchange: dict[str, dict[str, dict[str, float]]] = {}
     for split in TRAINING_SPLITS:
         rows = table[table["split"] == split]
         plans[split] = build_plan(taxonomy, templates, config, split, class_counts(rows, taxonomy))
+        exchange[split] = plans[split].exchange
         images = image_slice(rows)
         for name in ("alignment", "instruct"):
             (out / name).mkdir(exist_ok=True)
@@ -270,6 +291,7 @@ def generate_dataset(
             anatomy_letter=balanced_letters(len(bench), config.seed, 1),
             pathology_letter=balanced_letters(len(bench), config.seed, 2),
         )
+        exchange["benchmark"] = plan.exchange
         (out / "benchmark").mkdir(exist_ok=True)
         records["benchmark"]["test"] = len(images) * CONFIGS["benchmark"]
         return shard_tasks("benchmark", "test", images, max(1, records["benchmark"]["test"]), out), plan
@@ -278,7 +300,9 @@ def generate_dataset(
     bar = progress(sum(t.count for t in tasks), "generate") if progress else NullProgress()
     with bar:
         shards = run_tasks(tasks, plans, config.workers, bar, later=benchmark_tasks)
-    result = GenerateResult(out=out, source=report, records=records, shards=shards, benchmark=benchmark)
+    result = GenerateResult(
+        out=out, source=report, records=records, shards=shards, benchmark=benchmark, exchange=exchange
+    )
     manifest = build_manifest(root, config, taxonomy, templates, result)
     write_card(out, manifest, card_stats(out, manifest, table, taxonomy))
     write_json(out / "manifest.json", manifest)
@@ -336,5 +360,11 @@ def build_manifest(
         "records": result.records,
         "slots": slots,
         "benchmark": result.benchmark,
+        # Exact best text-only accuracy over chance (a fraction) per question kind and region;
+        # 0 where every option set is exactly exchangeable.
+        "exchangeability": {
+            split: {kind: {region: round(leak, 6) for region, leak in regions.items()} for kind, regions in kinds.items()}
+            for split, kinds in result.exchange.items()
+        },
         "shards": [s.to_dict() for s in result.shards],
     }

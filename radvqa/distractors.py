@@ -126,7 +126,7 @@ def fit_sets(counts: np.ndarray, k: int, excluded: np.ndarray, candidates: np.nd
     return Fit(k=k, counts=weights, sets=sets, q=q, inclusion=inclusion, target=target, exact=exact)
 
 
-def _cliques(members: list[int], excluded: np.ndarray) -> list[list[int]]:
+def cliques(members: list[int], excluded: np.ndarray) -> list[list[int]]:
     """Maximal cliques of the exclusion graph on ``members`` (Bron-Kerbosch), singletons included."""
     found: list[list[int]] = []
 
@@ -152,13 +152,13 @@ def _achievable(share: np.ndarray, k: int, sets: np.ndarray, excluded: np.ndarra
     members in proportion to their shares), the remaining names share the rest in proportion.
     """
     members = sorted(set(sets.ravel().tolist()))
-    cliques = _cliques(members, excluded)
+    groups = cliques(members, excluded)
     saturated: list[list[int]] = []
     taken: set[int] = set()
     while len(saturated) < k - 1:
         free = [m for m in members if m not in taken]
         scale = (k - len(saturated)) / share[free].sum()
-        over = [c for c in cliques if not taken & set(c) and scale * share[c].sum() > 1.0 + 1e-12]
+        over = [c for c in groups if not taken & set(c) and scale * share[c].sum() > 1.0 + 1e-12]
         if not over:
             break
         worst = max(over, key=lambda c: (share[c].sum(), [-x for x in c]))

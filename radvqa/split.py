@@ -7,9 +7,11 @@ Benchmark images come only from the test split. Strata are modality x region x p
 2. the budget is shared over regions, over answers (pathologies, or normal) within a region,
    and over strata within an answer, in proportion to the square root of the pool size
    (rare findings get more than their share so they can be measured, common ones less);
-3. no region holds more than 25% of the benchmark and no answer more than 25% of its
-   region, so "pick the biggest class" cannot beat chance without the image; a cap is relaxed
-   only when the pool cannot meet it, with a warning;
+3. no region holds more than 25% of the benchmark and no answer, and no group of answers that
+   may not share an option set (a conflict group, or two answers one of whose text contains the
+   other's), more than 25% of its region: then every option set can be exactly exchangeable
+   and "pick the biggest class" cannot beat chance without the image; a cap is relaxed only
+   when the pool cannot meet it, with a warning;
 4. with ``normal_fraction`` each region's normal images are fixed to that share;
 5. within a stratum, images are taken in a seeded random order; a candidate that is blank,
    unreadable, or byte-identical to an image in train/val or under another pathology is
@@ -39,7 +41,8 @@ _MAX_ROUNDS = 50
 RULE = (
     "every test-pool stratum (modality x region x pathology) gets one image; the rest is shared "
     "over regions, then answers, then strata in proportion to the square root of the pool size; "
-    "no region above {region_cap:.0%} of the benchmark, no answer above {answer_cap:.0%} of its region; "
+    "no region above {region_cap:.0%} of the benchmark, no answer and no conflict group above {answer_cap:.0%} "
+    "of its region; "
     "images drawn in a seeded order, skipping blank, unreadable and duplicated files"
 )
 
@@ -206,10 +209,55 @@ def _allocate_with_caps(
     return allocate(total, weights, lower, upper)
 
 
-def _plan_counts(
-    counts: np.ndarray, taxonomy: Taxonomy, size: int, settings: BenchmarkSettings, warnings: list[str]
+def _capped_with_groups(
+    total: int, weights: np.ndarray, lower: np.ndarray, pool: np.ndarray, cap: int, groups: list[list[int]],
+    what: str, warnings: list[str],
 ) -> np.ndarray:
-    """Images to take per class for a benchmark of ``size`` images."""
+    """Like ``_allocate_with_caps``, and no group of mutually excluded answers above ``cap`` either.
+
+    Such a group holds at most one option of a set, so above a quarter of its region it could not
+    be offered often enough for exchangeable option sets (SPEC section 5). Members of an
+    over-full group are trimmed (largest first) and frozen; the rest is shared out again.
+    """
+    upper = np.maximum(np.minimum(pool, cap), lower)
+    if upper.sum() < total:
+        warnings.append(f"{what}: the test pool cannot meet the cap of {cap} images; cap relaxed")
+        return allocate(total, weights, lower, np.maximum(pool, lower))
+    for _ in range(len(groups) + 1):
+        result = allocate(total, weights, lower, upper)
+        over = [g for g in groups if result[g].sum() > cap]
+        if not over:
+            return result
+        for group in over:
+            if lower[group].sum() > cap:
+                warnings.append(f"{what}: a conflict group needs more than {cap} images for its strata; cap relaxed")
+                return result
+            while result[group].sum() > cap:
+                i = max(group, key=lambda m: (result[m] - lower[m], -m))
+                result[i] -= 1
+            upper[group] = result[group]
+        if upper.sum() < total:
+            warnings.append(f"{what}: the test pool cannot fill the region within its conflict-group caps; cap relaxed")
+            return allocate(total, weights, lower, np.maximum(pool, lower))
+    return allocate(total, weights, lower, upper)
+
+
+def _answer_groups(taxonomy: Taxonomy, region: str, answers: list[str]) -> list[list[int]]:
+    """Groups (two or more) of present answers that may not share an option set, as indices into ``answers``."""
+    from .distractors import cliques
+
+    names = taxonomy.regions[region].pathologies
+    excluded = taxonomy.exclusions(region, True)
+    members = [names.index(a) for a in answers]
+    found = cliques(members, excluded)
+    return [[answers.index(names[m]) for m in group] for group in found if len(group) > 1]
+
+
+def _plan_counts(
+    counts: np.ndarray, taxonomy: Taxonomy, size: int, settings: BenchmarkSettings, warnings: list[str],
+    group_caps: bool = True,
+) -> np.ndarray:
+    """Images to take per class for a benchmark of ``size`` images (``group_caps``: conflict groups capped too)."""
     classes = taxonomy.classes
     regions = list(taxonomy.regions)
     present = counts > 0
@@ -240,13 +288,16 @@ def _plan_counts(
             per_answer = np.zeros(len(answers), dtype=np.int64)
             per_answer[normal] = fixed
             if others.any():
-                per_answer[others] = _allocate_with_caps(
+                index = np.flatnonzero(others).tolist()
+                groups = [[index.index(m) for m in g if m in index] for g in _answer_groups(taxonomy, region, answers)]
+                per_answer[others] = _capped_with_groups(
                     budget - fixed, np.sqrt(pool[others]), strata[others], pool[others], cap,
-                    f"answer cap in {name}", warnings,
+                    [g for g in groups if len(g) > 1] if group_caps else [], f"answer cap in {name}", warnings,
                 )
         else:
-            per_answer = _allocate_with_caps(
-                budget, np.sqrt(pool), strata, pool, cap, f"answer cap in {name}", warnings
+            per_answer = _capped_with_groups(
+                budget, np.sqrt(pool), strata, pool, cap,
+                _answer_groups(taxonomy, region, answers) if group_caps else [], f"answer cap in {name}", warnings,
             )
         for a in range(len(answers)):
             in_answer = members[answer_of == a]
@@ -340,7 +391,9 @@ def _largest_within_caps(
 
     def within_caps(size: int) -> bool:
         warnings: list[str] = []
-        _plan_counts(counts, taxonomy, size, settings, warnings)
+        # Sized by the region and answer caps: small strata can make a conflict-group cap
+        # unreachable at every size, which must not force the whole pool in.
+        _plan_counts(counts, taxonomy, size, settings, warnings, group_caps=False)
         return not warnings
 
     if not settings.stratify or within_caps(available):

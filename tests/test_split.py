@@ -188,3 +188,30 @@ def test_benchmark_with_other_size(tmp_path: Path, shaped_copy: Path, taxonomy: 
     generate_dataset(shaped_copy, out, config.with_overrides(benchmark_images=320), taxonomy, templates)
     lines = (out / "benchmark" / "test-00000-of-00001.jsonl").read_bytes().splitlines()
     assert len(lines) == 9 * 320
+
+
+def test_conflict_groups_are_capped_so_the_benchmark_is_exactly_exchangeable(
+    shaped_table, shaped_copy: Path, taxonomy: Taxonomy, config: Config
+) -> None:
+    """No group of answers that may not share an option set above 25% of its region; then the fit is exact."""
+    from radvqa.dataset import class_counts
+    from radvqa.generate import fit_draws
+
+    rows, report = select_benchmark(shaped_table, taxonomy, BenchmarkSettings(images=400), shaped_copy)
+    chosen = shaped_table.iloc[rows]
+    names = {r.key: r.name for r in taxonomy.regions.values()}
+    relaxed = {r for r in names if any(f"answer cap in {names[r]}" in w for w in report.warnings)}
+    exchange = fit_draws(taxonomy, config, class_counts(chosen, taxonomy)).exchange
+    assert exchange["anatomy_mc"]["all"] < 1e-9 and exchange["anatomy_closed"]["all"] < 1e-9
+    for key, region in taxonomy.regions.items():
+        mine = chosen[chosen["region"] == key]
+        budget = len(mine)
+        answers = Counter(mine["pathology"])
+        for group in region.conflicts.items():
+            members = {group[0], *group[1]}
+            for a in members:
+                for b in region.conflicts_of(a) & members:
+                    assert answers[a] + answers[b] <= budget // 4 or key in relaxed, (key, a, b, answers)
+        if key not in relaxed:
+            assert exchange["pathology_mc"][key] < 1e-9 and exchange["pathology_closed"][key] < 1e-9, key
+    assert len(relaxed) < len(names)
