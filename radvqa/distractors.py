@@ -91,6 +91,17 @@ class Fit:
         weight = np.divide(self.shares, self.inclusion, out=np.zeros_like(self.shares), where=self.inclusion > 0)
         return float(max(0.0, (self.q * weight[self.sets].max(axis=1)).sum() - 1.0 / self.k))
 
+    @property
+    def single_name_leak(self) -> float:
+        """For pairs (closed questions, which show one name of the pair): best accuracy of "is this
+        name the answer?" over chance, E over questions of max(P(yes | name), P(no | name)) - 1/2."""
+        weight = np.divide(self.shares, self.inclusion, out=np.zeros_like(self.shares), where=self.inclusion > 0)
+        yes = np.bincount(self.sets.ravel(), weights=(self.q[:, None] * weight[self.sets]).ravel(), minlength=len(self.counts))
+        # Each set {t, x} is asked once about each member; member x is the answer with mass Q w_x.
+        total = np.bincount(self.sets.ravel(), weights=np.repeat(self.q * weight[self.sets].sum(axis=1), self.k),
+                            minlength=len(self.counts))
+        return float(max(0.0, np.maximum(yes, total - yes).sum() / max(total.sum(), 1e-300) - 0.5))
+
     def conditional(self, answer: int) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, other members) of the sets an image with ``answer`` draws from: Q(S) / pi_t."""
         hit = self.sets == answer

@@ -217,7 +217,7 @@ def fit_draws(taxonomy: Taxonomy, config: Config, class_counts: np.ndarray) -> D
     variants = 1 if rate < 0 else 2
     exchange: dict[str, dict[str, float]] = {
         "anatomy_mc": {"all": anat_mc.leak},
-        "anatomy_closed": {"all": anat_no.leak},
+        "anatomy_closed": {"all": anat_no.single_name_leak},
         "pathology_mc": {},
         "pathology_closed": {},
     }
@@ -227,7 +227,7 @@ def fit_draws(taxonomy: Taxonomy, config: Config, class_counts: np.ndarray) -> D
         names = region.pathologies
         normal = names.index(taxonomy.normal_folder)
         closed = fit_sets(counts, 2, taxonomy.exclusions(region.key, False))
-        exchange["pathology_closed"][region.key] = closed.leak
+        exchange["pathology_closed"][region.key] = closed.single_name_leak
         excluded = taxonomy.exclusions(region.key, True)
         if rate < 0:
             fits: list[Fit] = [fit_sets(counts, len(LETTERS), excluded)]
