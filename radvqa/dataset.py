@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import platform
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,8 @@ from .generate import INSTRUCT_SLOTS, Plan, Slice, build_plan, render
 from .progress import NullProgress, ProgressBar
 from .sample import build_sample
 from .source import SourceReport, file_sizes, locate, read_source
-from .split import BENCHMARK, balanced_letters, read_splits, select_benchmark
+from .errors import SplitError
+from .split import BENCHMARK, balanced_letters, benchmark_slots, read_splits, select_benchmark
 from .taxonomy import Taxonomy
 from .templates import TemplateSet
 from .writers import OWNED, ShardInfo, prepare_output, shard_count, shard_name, write_json, write_shard
@@ -119,7 +121,7 @@ def class_counts(table: pd.DataFrame, taxonomy: Taxonomy) -> np.ndarray:
 
 def shard_tasks(config: str, split: str, images: Slice, shard_size: int, out: Path) -> list[ShardTask]:
     """Cut one config/split into shards of ``shard_size`` records (boundaries may split an image)."""
-    per_image = CONFIGS[config]
+    per_image = CONFIGS[config] if images.slot_of is None else 1
     records = len(images) * per_image
     total = shard_count(records, shard_size)
     tasks = []
@@ -233,6 +235,16 @@ def choose_benchmark(
     table["split"] = splits[~unknown].to_numpy()
     rows = np.flatnonzero(table["split"].to_numpy() == BENCHMARK)
     summary: dict[str, Any] = dict(report_dict or {}, splits_file=str(splits_file), images=len(rows))
+    slots = summary.pop("slots", None)
+    if slots is not None:  # per-slot layout: rows set by set, as select_benchmark orders them
+        ids = table["image_id"].to_numpy()
+        rows = np.array(sorted(rows, key=lambda r: (INSTRUCT_SLOTS.index(slots[ids[r]]), ids[r])), dtype=np.int64)
+        sizes = Counter(slots.values())
+        if len(set(sizes.values())) != 1 or len(sizes) != len(INSTRUCT_SLOTS):
+            raise SplitError(f"{splits_file}: the per-slot benchmark needs the same number of images for each of the nine slots")
+        summary.update(layout="per-slot", set_size=len(rows) // len(INSTRUCT_SLOTS))
+    else:
+        summary["layout"] = "per-image"
     warnings = list(summary.get("warnings", []))
     if unknown.any():
         warnings.append(f"{int(unknown.sum())} images of the copy are not in {splits_file}; skipped")
@@ -241,6 +253,21 @@ def choose_benchmark(
         warnings.append(f"{missing} images of {splits_file} are not in the copy")
     summary["warnings"] = warnings
     return table.reset_index(drop=True), rows, summary
+
+
+def benchmark_draws(count: int, seed: int, slots: np.ndarray | None) -> dict[str, np.ndarray | None]:
+    """Balanced correct letters for the benchmark (per slot set in the per-slot layout) and its slots."""
+    if slots is None:
+        return {
+            "anatomy_letter": balanced_letters(count, seed, 1),
+            "pathology_letter": balanced_letters(count, seed, 2),
+            "slot_of": None,
+        }
+    anatomy, pathology = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
+    for letters, slot, purpose in ((anatomy, "anatomy_mc", 1), (pathology, "pathology_mc", 2)):
+        mine = np.flatnonzero(slots == INSTRUCT_SLOTS.index(slot))
+        letters[mine] = balanced_letters(len(mine), seed, purpose)
+    return {"anatomy_letter": anatomy, "pathology_letter": pathology, "slot_of": slots}
 
 
 def generate_dataset(
@@ -285,15 +312,12 @@ def generate_dataset(
         else:
             chosen = saved_rows
         bench = table.iloc[chosen]
+        # Per-slot sets hold the same classes in the same numbers, so one fit is exact for each.
         plan = build_plan(taxonomy, templates, config, "test", class_counts(bench, taxonomy), "benchmark")
-        images = replace(
-            image_slice(bench),
-            anatomy_letter=balanced_letters(len(bench), config.seed, 1),
-            pathology_letter=balanced_letters(len(bench), config.seed, 2),
-        )
+        images = replace(image_slice(bench), **benchmark_draws(len(bench), config.seed, benchmark_slots(chosen, benchmark)))
         exchange["benchmark"] = plan.exchange
         (out / "benchmark").mkdir(exist_ok=True)
-        records["benchmark"]["test"] = len(images) * CONFIGS["benchmark"]
+        records["benchmark"]["test"] = len(images) * (CONFIGS["benchmark"] if images.slot_of is None else 1)
         return shard_tasks("benchmark", "test", images, max(1, records["benchmark"]["test"]), out), plan
 
     # The bar counts train and val records; the benchmark adds about 0.1%.

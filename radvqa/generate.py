@@ -278,6 +278,7 @@ class Slice:
     keys: np.ndarray
     anatomy_letter: np.ndarray | None = None
     pathology_letter: np.ndarray | None = None
+    slot_of: np.ndarray | None = None  # per-slot benchmark: the one slot (index) each image is asked
 
     def __len__(self) -> int:
         return len(self.images)
@@ -291,6 +292,7 @@ class Slice:
             keys=self.keys[start:stop],
             anatomy_letter=None if self.anatomy_letter is None else self.anatomy_letter[start:stop],
             pathology_letter=None if self.pathology_letter is None else self.pathology_letter[start:stop],
+            slot_of=None if self.slot_of is None else self.slot_of[start:stop],
         )
 
 
@@ -332,7 +334,12 @@ def render(plan: Plan, images: Slice, config_name: str) -> Iterator[bytes]:
             yield from _captions(plan, block, streams.uniforms(keys, 2))
         else:
             u = streams.uniforms(keys, _WIDTH)
-            yield from _questions(plan, block, u)
+            lines = _questions(plan, block, u)
+            if block.slot_of is None:
+                yield from lines
+                continue
+            for keep in block.slot_of.tolist():
+                yield [next(lines) for _ in INSTRUCT_SLOTS][keep]
 
 
 def _captions(plan: Plan, block: Slice, u: np.ndarray) -> Iterator[bytes]:
