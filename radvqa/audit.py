@@ -412,7 +412,8 @@ def _evaluate_split(
         result.slots.append(slot)
         if group.endswith("_mc") or group in ("anatomy_closed", "pathology_closed"):
             predictions = cross_question(test, everything, context)
-            mates = {image_of(r) for r in everything if r["id"] not in {t["id"] for t in test}}
+            own = {t["id"] for t in test}
+            mates = {image_of(r) for r in everything if r["id"] not in own}
             asked = [i for i, r in enumerate(test) if image_of(r) in mates]
             if asked:
                 subset = [test[i] for i in asked]
