@@ -256,6 +256,14 @@ def generate(
     normal_fraction: Annotated[
         Optional[float], typer.Option(help="Share of normal benchmark images per region, at most 0.25.")
     ] = None,
+    benchmark_layout: Annotated[
+        Optional[str],
+        typer.Option(
+            "--benchmark-layout",
+            help="per-image (each image with its nine questions, the default) or per-slot "
+            "(nine disjoint image sets, one slot each, for hidden-answer leaderboards).",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous output in DEST.")] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run into DEST (same settings), keeping its shards.")
@@ -274,7 +282,7 @@ def generate(
             raise typer.BadParameter("--resume continues a run from a ROOT, not --sample")
         settings = _load_config(
             config, seed=seed, workers=workers, shard_size=shard_size, benchmark_images=benchmark_images,
-            normal_fraction=normal_fraction,
+            normal_fraction=normal_fraction, benchmark_layout=benchmark_layout,
         )
         tax = load_taxonomy(taxonomy)
         tpl = load_templates(templates)
@@ -307,6 +315,14 @@ def split_command(
     normal_fraction: Annotated[
         Optional[float], typer.Option(help="Share of normal images per region, at most 0.25 (default: by pool size).")
     ] = None,
+    benchmark_layout: Annotated[
+        Optional[str],
+        typer.Option(
+            "--benchmark-layout",
+            help="per-image (each image with its nine questions, the default) or per-slot "
+            "(nine disjoint image sets, one slot each, for hidden-answer leaderboards).",
+        ),
+    ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default from config: 0).")] = None,
     config: ConfigOpt = None,
     taxonomy: TaxonomyOpt = None,
@@ -320,13 +336,16 @@ def split_command(
     from .split import split_copy, write_splits
 
     with _errors():
-        settings = _load_config(config, seed=seed, benchmark_images=benchmark_images, normal_fraction=normal_fraction)
+        settings = _load_config(
+            config, seed=seed, benchmark_images=benchmark_images, normal_fraction=normal_fraction,
+            benchmark_layout=benchmark_layout,
+        )
         if out.exists() and not overwrite:
             raise RadVQAError(f"{out}: exists; pass --overwrite to replace it")
         tax = load_taxonomy(taxonomy)
         bench = replace(benchmark_settings(settings), stratify=stratify)
-        table, splits, report, warnings = split_copy(root, tax, settings.split_ratios, bench)
-        write_splits(out, table, splits, tax, report)
+        table, splits, report, warnings, rows = split_copy(root, tax, settings.split_ratios, bench)
+        write_splits(out, table, splits, tax, report, rows)
         for warning in warnings + report.warnings:
             _say(f"warning: {warning}")
         if not quiet:
@@ -491,8 +510,13 @@ def predict(
 def audit(
     dataset: DatasetArg,
     max_gain: Annotated[
-        float, typer.Option("--max-gain", help="Points a text-only model may beat the no-information baseline by.")
-    ] = 5.0,
+        Optional[float],
+        typer.Option(
+            "--max-gain",
+            help="Points a text-only attacker may beat the no-information baseline by "
+            "(default 3 on the benchmark, 2 on val).",
+        ),
+    ] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON here.")] = None,
     max_train: Annotated[
         int,

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .resources import check_keys, default_path, load_yaml
 
 MATCHED = "matched"
@@ -18,8 +18,11 @@ _BENCHMARK_KEYS = {
     "region_cap": "region_cap",
     "answer_cap": "answer_cap",
     "check_images": "check_images",
+    "layout": "benchmark_layout",
 }
 SPLITS = ("train", "val", "test")
+# per-image: 1,000 images with their nine questions; per-slot: nine disjoint image sets, one slot each
+LAYOUTS = ("per-image", "per-slot")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Config:
     region_cap: float = 0.25
     answer_cap: float = 0.25
     check_images: bool = True
+    benchmark_layout: str = "per-image"
     source: str = "defaults"
 
     def with_overrides(self, **overrides: Any) -> Config:
@@ -115,6 +119,11 @@ def _check(config: Config, where: str) -> None:
         value = getattr(config, key)
         if value is not None and (not isinstance(value, (int, float)) or not 0 <= value <= 1):
             raise ConfigError(f"{where}: benchmark {key} must be a number in [0, 1]")
+    if config.benchmark_layout not in LAYOUTS:
+        raise ConfigError(
+            f"{where}: benchmark layout must be one of {', '.join(LAYOUTS)}, not {config.benchmark_layout!r}"
+            + did_you_mean(str(config.benchmark_layout), LAYOUTS)
+        )
     rate = config.no_pathology_option_rate
     if rate != MATCHED:
         if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:
@@ -134,4 +143,5 @@ def benchmark_settings(config: Config) -> Any:
         answer_cap=config.answer_cap,
         check_images=config.check_images,
         seed=config.seed,
+        layout=config.benchmark_layout,
     )

@@ -31,6 +31,7 @@ import base64
 import csv
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,19 +130,39 @@ def _located(part: Part) -> Iterator[tuple[Record, Where]]:
         yield record, where
 
 
+# Turn order within an image's conversation: no question's text may give away the answer of a
+# later one. Anatomy first (pathology and abnormality questions name the region), open and multiple
+# choice before the closed questions that name the answer; the closed yes/no pair in a per-image order.
+TURN_ORDER = (
+    "anatomy_open", "anatomy_mc", "anatomy_closed", "abnormality_closed", "pathology_open", "pathology_mc",
+    "pathology_closed",
+)
+
+
+def turn_key(record: Record) -> tuple[int, int]:
+    """Sort key of a question in its image's conversation (see TURN_ORDER)."""
+    slot = str(record.get("slot", ""))
+    family = slot.removesuffix("_yes").removesuffix("_no")
+    rank = TURN_ORDER.index(family) if family in TURN_ORDER else len(TURN_ORDER)
+    if family != slot:  # "yes" first for half the images, "no" first for the others
+        flip = zlib.crc32(str(record["image"]).encode()) & 1
+        return rank, int(slot.endswith("_yes")) ^ flip
+    return rank, 0
+
+
 def _grouped(part: Part, group: str) -> Iterator[list[tuple[Record, Where]]]:
-    """Records one by one, or consecutive records of one image together (group == 'image')."""
+    """Records one by one, or consecutive records of one image together in turn order (group == 'image')."""
     batch: list[tuple[Record, Where]] = []
     for item in _located(part):
         if group == "question":
             yield [item]
             continue
         if batch and batch[0][0]["image"] != item[0]["image"]:
-            yield batch
+            yield sorted(batch, key=lambda pair: turn_key(pair[0]))
             batch = []
         batch.append(item)
     if batch:
-        yield batch
+        yield sorted(batch, key=lambda pair: turn_key(pair[0]))
 
 
 def _image_path(record: Record, root: Path | None) -> str:

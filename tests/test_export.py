@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -221,6 +222,27 @@ def test_llava_group_image_survives_shard_boundaries(
         assert sum("<image>" in t["value"] for t in turns) == 1
         assert Path(item["image"]).is_absolute() and Path(item["image"]).is_file()
         assert len(item["id"]) == 16
+    # Turn order: no question's text names the answer of a later question, and the closed pair
+    # does not always come yes first.
+    by_image: dict[str, dict[str, dict]] = {}
+    for r in records:
+        by_image.setdefault(r["id"].split("-")[0], {})[r["question"]] = r
+    first_closed: Counter[bool] = Counter()
+    for item in items:
+        mine = by_image[item["id"]]
+        asked = [mine[t["value"].removeprefix("<image>\n")] for t in item["conversations"][::2]]
+        for i, record in enumerate(asked):
+            later = [r["answer_text"].lower() for r in asked[i + 1 :] if r["question_type"] != "closed"]
+            text = record["question"].lower()
+            if record["question_type"] != "multiple_choice":
+                assert not any(f" {a} " in f" {text} " or f" {a}?" in f" {text}" for a in later if a not in ("yes", "no")), (
+                    record["slot"], text, later)
+        slots = [r["slot"] for r in asked]
+        assert slots.index("anatomy_open") < slots.index("abnormality_closed") < slots.index("pathology_open")
+        assert max(slots.index("pathology_open"), slots.index("pathology_mc")) < min(
+            slots.index("pathology_closed_yes"), slots.index("pathology_closed_no"))
+        first_closed[slots.index("pathology_closed_yes") < slots.index("pathology_closed_no")] += 1
+    assert first_closed[True] > 0.3 * len(items) and first_closed[False] > 0.3 * len(items)
 
 
 def test_llava_relative_keeps_paths_relative_to_the_copy(bench_dataset: Path, tmp_path: Path) -> None:
