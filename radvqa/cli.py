@@ -389,10 +389,19 @@ def ingest_dicom_command(
     taxonomy: TaxonomyOpt = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous copy in ROOT (start clean).")] = False,
+    include_derived: Annotated[
+        bool,
+        typer.Option(
+            "--include-derived",
+            help="Also convert ImageType SECONDARY images (reformats); burned-in, localizer, screen-save and "
+            "Secondary Capture images are never converted.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Convert DICOM CT/MR studies into RadImageNet-style PNG slices that `generate` reads."""
     from .dicom import load_windows
+    from .errors import SourceError
     from .ingest import IngestOptions, ingest_dicom, parse_ratios, parse_slices
 
     with _errors():
@@ -406,6 +415,7 @@ def ingest_dicom_command(
             split_ratios=parse_ratios(split_ratios) if split_ratios else load_config().split_ratios,
             workers=workers,
             overwrite=overwrite,
+            include_derived=include_derived,
         )
         result = ingest_dicom(
             input_dir,
@@ -416,11 +426,12 @@ def ingest_dicom_command(
             options,
             progress=lambda total, desc: progress_bar(total, desc, quiet=quiet, unit="img"),
         )
-        if not quiet:
-            if result.resumed:
-                _say(f"resumed the earlier run in {out}")
-            for line in result.report.lines():
-                _say(line)
+        if not quiet and result.resumed:
+            _say(f"resumed the earlier run in {out}")
+        for line in result.report.problem_lines() if quiet else result.report.lines():
+            _say(line)  # skip reasons and warnings even with --quiet
+        if not result.report.ingested:
+            raise SourceError(f"{input_dir}: no slice was ingested (reasons in {result.report_path})")
 
 # -- validate, validate-distractors ----------------------------------------------------------
 
