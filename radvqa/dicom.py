@@ -302,41 +302,56 @@ def to_grey(frame: np.ndarray, view: Dataset, params: PixelParams) -> np.ndarray
     """
     if frame.ndim != 2:
         raise RadVQAError(f"expected a greyscale frame, got shape {frame.shape}")
+    low, high = frame.min(), frame.max()
+    if frame.dtype.kind in "iu" and int(high) - int(low) < _MAX_LUT:
+        return _to_grey_lut(frame, int(low), int(high), view, params)
     padding = padding_mask(frame, view)
     content = frame if padding is None else frame[~padding]
     if content.size == 0 or content.min() == content.max():
         raise BlankSlice("blank slice (every pixel has the same value)")
-    low, high = frame.min(), frame.max()
-    use_lut = frame.dtype.kind in "iu" and int(high) - int(low) < _MAX_LUT
+    values = apply_modality_lut(frame, view)
+    if padding is not None:
+        values = np.where(padding, np.median(values[~padding]), values)
+    grey = _grey(values, view, params, None)
+    if padding is not None:
+        grey[padding] = 0
+    _check_contrast(grey if padding is None else grey[~padding])
+    return grey
+
+
+def _to_grey_lut(frame: np.ndarray, low: int, high: int, view: Dataset, params: PixelParams) -> np.ndarray:
+    """to_grey for integer frames: every step evaluated once per distinct stored value."""
+    stored = np.arange(low, high + 1, dtype=np.int64)
+    padding = padding_mask(stored, view)
+    if padding is not None and not padding.any():
+        padding = None
+    index = np.subtract(frame, low, dtype=np.int32)
     counts: np.ndarray | None = None
-    if use_lut:
-        index = np.subtract(frame, low, dtype=np.int32)
-        stored = np.arange(int(low), int(high) + 1, dtype=np.int64)
-        values = apply_modality_lut(stored, view)
-        if params.window is None or padding is not None:
-            counts = np.bincount(index.ravel(), minlength=len(values))
-            if padding is not None:
-                counts[padding_mask(stored, view)] = 0
-    else:
-        values = apply_modality_lut(frame, view)
+    tables = "ModalityLUTSequence" in view or (params.use_file_window and "VOILUTSequence" in view)
+    if params.window is None or padding is not None or tables:  # else grey is monotone in the stored value
+        counts = np.bincount(index.ravel(), minlength=len(stored))
         if padding is not None:
-            values = np.where(padding, np.median(values[~padding]), values)
+            counts[padding] = 0
+        if np.count_nonzero(counts) < 2:
+            raise BlankSlice("blank slice (every pixel has the same value)")
+    elif low == high:
+        raise BlankSlice("blank slice (every pixel has the same value)")
+    grey = _grey(apply_modality_lut(stored, view), view, params, counts)
+    if padding is not None:
+        grey[padding] = 0
+    _check_contrast(grey[counts > 0] if counts is not None else grey)
+    return np.take(grey, index)  # take: ~3x faster than fancy indexing here
+
+
+def _grey(values: np.ndarray, view: Dataset, params: PixelParams, counts: np.ndarray | None) -> np.ndarray:
+    """Modality values -> uint8 after the VOI step and any inversion (C.11.2, C.11.6)."""
     grey = np.clip(np.rint(_voi_grey(values, view, params, counts)), 0, GREY_MAX).astype(np.uint8)
-    if inverts(view):
-        grey = GREY_MAX - grey
-    if use_lut:
-        if padding is not None:
-            grey[padding_mask(stored, view)] = 0
-        used = grey[counts > 0] if counts is not None else None
-        image = np.take(grey, index)  # take: ~3x faster than fancy indexing here
-    else:
-        if padding is not None:
-            grey[padding] = 0
-        used = grey[~padding] if padding is not None else None
-        image = grey
-    if (used if used is not None else image).min() == (used if used is not None else image).max():
+    return GREY_MAX - grey if inverts(view) else grey
+
+
+def _check_contrast(used: np.ndarray) -> None:
+    if used.size == 0 or used.min() == used.max():
         raise BlankSlice("blank slice (a single grey level after windowing)")
-    return image
 
 
 def square_resize(grey: np.ndarray, size: int) -> Image.Image:

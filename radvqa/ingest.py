@@ -44,7 +44,6 @@ from .ingest_tasks import (
     convert_task,
     convert_tasks,
     plane_key,
-    read_header,
     read_headers,
 )
 from .progress import NullProgress, ProgressBar
@@ -397,11 +396,11 @@ def walk_files(root: Path) -> Iterator[str]:
 
 
 def _headers(input_dir: Path, rels: list[str], pool: ProcessPoolExecutor | None) -> Iterator[tuple[str, Any]]:
-    if pool is None:
-        for rel in rels:
-            yield rel, read_header(input_dir / rel, rel)
-        return
     chunks = [rels[i : i + _SCAN_CHUNK] for i in range(0, len(rels), _SCAN_CHUNK)]
+    if pool is None:
+        for chunk in chunks:
+            yield from read_headers(str(input_dir), chunk)
+        return
     for results in pool.map(read_headers, [str(input_dir)] * len(chunks), chunks):
         yield from results
 

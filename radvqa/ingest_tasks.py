@@ -66,16 +66,16 @@ def quiet_pydicom() -> Iterator[None]:
     from pydicom import config
 
     logger = logging.getLogger("pydicom")
-    mode, level = config.settings.reading_validation_mode, logger.level
+    mode, disabled = config.settings.reading_validation_mode, logger.disabled
     config.settings.reading_validation_mode = config.IGNORE
-    logger.setLevel(logging.CRITICAL + 1)
+    logger.disabled = True  # (setLevel would clear every logger's cache on each call)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         config.settings.reading_validation_mode = mode
-        logger.setLevel(level)
+        logger.disabled = disabled
 
 
 # --- header scan ---------------------------------------------------------------------------
@@ -164,20 +164,22 @@ def transfer_syntax(ds: Any) -> str:
 
 
 def read_header(path: Path, rel: str) -> tuple[str, list[FrameRef], dict[str, Any]] | str:
-    """(series uid, frames, series facts) of one file, or why it cannot be used."""
+    """(series uid, frames, series facts) of one file, or why it cannot be used.
+
+    Call it inside ``quiet_pydicom`` (``read_headers`` does).
+    """
     from pydicom.errors import InvalidDicomError
 
-    with quiet_pydicom():
-        try:
-            ds = _read(path, defer_size="2 KB", specific_tags=list(HEADER_TAGS))
-        except InvalidDicomError:
-            return "not a DICOM file"
-        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged headers
-            return f"unreadable DICOM header ({type(exc).__name__})"
-        try:
-            return _header_facts(ds, rel)
-        except Exception as exc:  # noqa: BLE001 - a malformed value is this file's problem
-            return f"unreadable DICOM header ({type(exc).__name__})"
+    try:
+        ds = _read(path, defer_size="2 KB", specific_tags=list(HEADER_TAGS))
+    except InvalidDicomError:
+        return "not a DICOM file"
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged headers
+        return f"unreadable DICOM header ({type(exc).__name__})"
+    try:
+        return _header_facts(ds, rel)
+    except Exception as exc:  # noqa: BLE001 - a malformed value is this file's problem
+        return f"unreadable DICOM header ({type(exc).__name__})"
 
 
 def _header_facts(ds: Any, rel: str) -> tuple[str, list[FrameRef], dict[str, Any]] | str:
@@ -230,8 +232,9 @@ def plane_key(orientation: tuple[float, ...] | None) -> tuple[float, ...] | None
 
 
 def read_headers(input_dir: str, rels: list[str]) -> list[tuple[str, Any]]:
-    """read_header for a chunk of files (one pool task)."""
-    return [(rel, read_header(Path(input_dir) / rel, rel)) for rel in rels]
+    """read_header for a chunk of files (one pool task), with pydicom quiet."""
+    with quiet_pydicom():
+        return [(rel, read_header(Path(input_dir) / rel, rel)) for rel in rels]
 
 
 # --- conversion ----------------------------------------------------------------------------

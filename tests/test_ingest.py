@@ -19,9 +19,11 @@ from dicom_helpers import (
     copy_bundled,
     ct_file,
     lax_pydicom,
+    percentile_grey,
     ct_multiframe,
     quadrants,
     raw_copy,
+    window_grey,
     write_labels,
 )
 from PIL import Image
@@ -156,6 +158,45 @@ def test_compressed_bundled_files_decode_like_the_uncompressed_one(tmp_path: Pat
     images = {p.parts[-3]: np.asarray(Image.open(p)) for p in pngs(tmp_path / "root")}
     for anatomy in ("knee", "hip", "spine"):
         assert np.array_equal(images[anatomy], images["brain"]), anatomy
+
+
+REAL_FILES = {  # output size = native size, so each PNG is the grey image itself
+    512: {"j2k": ("693_J2KR.dcm", "CT,abd,normal,"),  # JPEG 2000, Pixel Padding Value -2000 in use
+          "own": ("693_UNCR.dcm", "CT,abd,normal,dicom")},  # the file's own window, 40/100
+    128: {"ct": ("CT_small.dcm", "CT,abd,normal,")},
+    64: {"mr": ("MR_small.dcm", "MR,brain,normal,"),
+         **{f"emri{i}": (name, "MR,brain,normal,") for i, name in enumerate(
+             ("emri_small.dcm", "emri_small_jpeg_2k_lossless.dcm", "emri_small_jpeg_ls_lossless.dcm",
+              "emri_small_RLE.dcm"))}},
+}
+
+
+@pytest.mark.parametrize("size", sorted(REAL_FILES))
+def test_real_files_match_the_standards_formulas(tmp_path: Path, taxonomy: Taxonomy, size: int) -> None:
+    """pydicom's and pydicom-data's real CT/MR files, each PNG against the formulas of PS3.3 C.11."""
+    files = REAL_FILES[size]
+    for i, (folder, (name, _)) in enumerate(files.items()):
+        copy_bundled(name, tmp_path / "in" / folder / "f.dcm", series=f"1.2.3.42{i}", patient=f"P{i}")
+    labels = write_labels(tmp_path / "l.csv", "path,modality,anatomy,pathology,window",
+                          [f"{folder},{row}" for folder, (_, row) in files.items()])
+    root = tmp_path / "root"
+    report = run(taxonomy, tmp_path / "in", root, labels, size=size, slices=SliceSpec("all"), include_derived=True).report
+    assert not report.skipped
+    checked = 0
+    for i, folder in enumerate(files):
+        ds = pydicom.dcmread(tmp_path / "in" / folder / "f.dcm")
+        for frame, pixels in enumerate(ds.pixel_array.reshape(-1, ds.Rows, ds.Columns)):
+            if ds.Modality == "CT":  # modality LUT (C.11.1), then the window (C.11.2.1.2)
+                hu = pixels * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+                expected = window_grey(hu, 40, 100) if folder == "own" else window_grey(hu, 40, 400)
+                expected[pixels == int(ds.get("PixelPaddingValue", -(1 << 20)))] = 0  # padding: background
+            else:
+                expected = percentile_grey(pixels, pixels)
+            out = f"{series_tag(SALT, f'1.2.3.42{i}')}-{ingest_module.slice_tag(SALT, ds.SOPInstanceUID, frame)}.png"
+            [png] = list(root.rglob(out))
+            assert np.array_equal(np.asarray(Image.open(png)), expected), (folder, frame)
+            checked += 1
+    assert checked == report.written == {512: 2, 128: 1, 64: 41}[size]
 
 
 def test_patient_level_split(tmp_path: Path, taxonomy: Taxonomy, abd_labels: Path) -> None:
