@@ -217,3 +217,14 @@ def test_pixel_padding_is_background_and_not_in_percentiles(tmp_path: Path) -> N
     assert np.array_equal(grey, expected)
     with pytest.raises(BlankSlice):  # padding plus one value is blank
         grey_of(ct_file(tmp_path / "e.dcm", np.where(hu < -2000, -3000.0, 40.0), PixelPaddingValue=stored_pad), ct_params())
+
+
+def test_real_modality_lut_sequence_file() -> None:
+    """PS3.3 C.11.1.1: a Modality LUT Sequence replaces rescale: out = LUT[clip(x - first, 0, n - 1)]."""
+    ds = pydicom.dcmread(bundled("mlut_18.dcm"))  # pydicom-data: 4096-entry table over signed 12-bit pixels
+    item = ds.ModalityLUTSequence[0]
+    entries, first, _ = item.LUTDescriptor
+    stored = ds.pixel_array.astype(int)
+    values = np.asarray(item.LUTData)[np.clip(stored - first, 0, (entries or 65536) - 1)]
+    grey = to_grey(ds.pixel_array, frame_view(ds, 0), PixelParams("MR", None, False, (0.5, 99.5), 64))
+    assert np.array_equal(grey, percentile_grey(values, values))
