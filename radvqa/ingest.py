@@ -1,9 +1,12 @@
 """``ingest-dicom``: a folder of DICOM studies -> a RadImageNet-shaped copy ``generate`` reads.
 
-Steps: read LABELS.csv (checked against the taxonomy) -> read every file's header -> group
-by SeriesInstanceUID, order by position along the slice normal -> pick slices -> split by
-a salted hash of the PatientID -> render each slice (``radvqa.dicom``) -> move the finished
-PNGs into ``radiology_ai/`` and write the three ``RadiologyAI_*.csv`` files.
+Steps: read LABELS.csv (checked against the taxonomy) -> read every file's header, skipping
+what is not an acquired CT/MR slice -> group by SeriesInstanceUID (one stack per plane of a
+mixed-plane enhanced file), order by position along the slice normal -> pick slices -> split
+by a salted hash of the PatientID -> render each slice -> move the finished PNGs into
+``radiology_ai/``, write the three ``RadiologyAI_*.csv`` files and ``.radvqa-ingest/report.json``.
+Reading headers and rendering run in ``radvqa.ingest_tasks`` (worker processes import only
+that module and ``radvqa.dicom``: no pandas).
 
 Privacy: no DICOM header value (names, ids, UIDs, dates) reaches a file name, a CSV or a
 message. Names are keyed hashes (BLAKE2b keyed with the user's salt); messages name files by
