@@ -770,13 +770,23 @@ def _remove_stale(root: Path, keep: set[str]) -> int:
     return removed
 
 
+def _pngs_under(base: Path, folder: Path) -> set[str]:
+    """PNG paths under ``folder``, relative to ``base`` (one walk instead of a stat per candidate)."""
+    found: set[str] = set()
+    for dirpath, _, filenames in os.walk(folder):
+        prefix = Path(dirpath).relative_to(base).as_posix()
+        found.update(f"{prefix}/{name}" for name in filenames if name.endswith(".png") and not name.startswith("."))
+    return found
+
+
 def _file_tasks(plan: Plan, input_dir: Path, root: Path, stage: Path) -> tuple[list[FileTask], set[str], int]:
     """Tasks for the jobs not yet done (finished or staged by an earlier run), those names, and their count."""
     by_file: dict[str, list[SliceJob]] = {}
     done: set[str] = set()
     finished = 0
+    existing = _pngs_under(root, root / TOP_FOLDER) | _pngs_under(stage, stage / TOP_FOLDER)
     for job in plan.jobs:
-        earlier = [c.out for c in job.candidates if (root / c.out).is_file() or (stage / c.out).is_file()]
+        earlier = [c.out for c in job.candidates if c.out in existing]
         if earlier:
             done.add(earlier[0])
             finished += 1
