@@ -221,11 +221,12 @@ def padding_mask(stored: np.ndarray, view: Dataset) -> np.ndarray | None:
 
 
 def inverts(view: Dataset) -> bool:
-    """Whether the minimum output value is shown white (PS3.3 C.11.6.1 and C.7.6.3.1.2).
+    """Whether the minimum output value is shown white (PS3.3 C.11.6 and C.7.6.3.1.2).
 
     Presentation LUT Shape INVERSE inverts the VOI output; MONOCHROME1 says the same about the
-    stored data. Enhanced images that are MONOCHROME1 carry INVERSE as a restatement of it
-    (PS3.3 C.8.13.1.1.1), so either one means a single inversion, never two.
+    stored data. In an image the General Image Module (PS3.3 C.7.6.1) requires INVERSE with
+    MONOCHROME1 and IDENTITY with MONOCHROME2, so INVERSE restates MONOCHROME1: either one means
+    a single inversion, never two.
     """
     shape = str(view.get("PresentationLUTShape", "") or "").strip().upper()
     return shape == "INVERSE" or str(view.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
