@@ -35,10 +35,6 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from radvqa.dicom import load_windows
-from radvqa.ingest import IngestOptions, SliceSpec, ingest_dicom
-from radvqa.taxonomy import load_taxonomy
-
 SERIES_LENGTH = 50
 
 
@@ -47,7 +43,9 @@ def build(folder: Path, slices: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     templates = {}
     for modality, name, factor in (("CT", "CT_small.dcm", 4), ("MR", "MR_small.dcm", 4)):
-        ds = pydicom.dcmread(pydicom.data.get_testdata_file(name, download=False))
+        path = pydicom.data.get_testdata_file(name, download=False)  # bundled in the wheel
+        assert isinstance(path, str), name
+        ds = pydicom.dcmread(path)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]  # MR_small is DERIVED\\SECONDARY, skipped by default
         base = np.kron(ds.pixel_array, np.ones((factor, factor), dtype=ds.pixel_array.dtype))
         templates[modality] = (ds, base)
@@ -115,6 +113,12 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="worker counts to time (default 1,2)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, best kept (default 3)")
     args = parser.parse_args()
+    # Imported here, not at the top: spawned workers re-import this script as their main module,
+    # and ingest's workers are meant to load radvqa.ingest_tasks only (no pandas).
+    from radvqa.dicom import load_windows
+    from radvqa.ingest import IngestOptions, SliceSpec, ingest_dicom
+    from radvqa.taxonomy import load_taxonomy
+
     taxonomy, windows = load_taxonomy(), load_windows()
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         folder = Path(tmp)
