@@ -43,9 +43,9 @@ def build(folder: Path, slices: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     templates = {}
     for modality, name, factor in (("CT", "CT_small.dcm", 4), ("MR", "MR_small.dcm", 4)):
-        path = pydicom.data.get_testdata_file(name, download=False)  # bundled in the wheel
-        assert isinstance(path, str), name
-        ds = pydicom.dcmread(path)
+        found = pydicom.data.get_testdata_file(name, download=False)  # bundled in the wheel
+        assert isinstance(found, str), name
+        ds = pydicom.dcmread(found)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]  # MR_small is DERIVED\\SECONDARY, skipped by default
         base = np.kron(ds.pixel_array, np.ones((factor, factor), dtype=ds.pixel_array.dtype))
         templates[modality] = (ds, base)
@@ -84,7 +84,7 @@ def floor(input_dir: Path, out: Path, size: int) -> tuple[int, float, float]:
     files = sorted(p for p in input_dir.rglob("*.dcm"))
     cpu, started = _cpu(), time.perf_counter()
     for i, path in enumerate(files):
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(found)
         values = ds.pixel_array * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
         grey = np.clip((values - (40 - 200)) * (255 / 400), 0, 255).astype(np.uint8)
         image = Image.fromarray(grey).resize((size, size), Image.Resampling.LANCZOS)
