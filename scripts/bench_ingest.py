@@ -84,7 +84,7 @@ def floor(input_dir: Path, out: Path, size: int) -> tuple[int, float, float]:
     files = sorted(p for p in input_dir.rglob("*.dcm"))
     cpu, started = _cpu(), time.perf_counter()
     for i, path in enumerate(files):
-        ds = pydicom.dcmread(found)
+        ds = pydicom.dcmread(path)
         values = ds.pixel_array * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
         grey = np.clip((values - (40 - 200)) * (255 / 400), 0, 255).astype(np.uint8)
         image = Image.fromarray(grey).resize((size, size), Image.Resampling.LANCZOS)
