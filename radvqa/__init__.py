@@ -1,17 +1,19 @@
 """radvqa: turn a local RadImageNet copy into a radiologic VQA dataset.
 
-The public names below are imported on first use (PEP 562), so a worker process that imports
-one submodule (``radvqa.ingest_tasks``) does not pay for pandas and the rest of the package.
+The public names below are imported on first use (PEP 562 module ``__getattr__``), so
+``import radvqa`` and ``radvqa --help`` do not load pandas, numpy or pyarrow.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# public name -> the submodule that defines it
 _EXPORTS = {
+    "build_gallery": "browse",
     "Config": "config",
     "load_config": "config",
     "GenerateResult": "dataset",
@@ -29,7 +31,10 @@ _EXPORTS = {
     "validate_distractors": "validate",
 }
 
+__all__ = sorted(_EXPORTS)
+
 if TYPE_CHECKING:
+    from .browse import build_gallery
     from .config import Config, load_config
     from .dataset import GenerateResult, generate_dataset
     from .errors import RadVQAError
@@ -43,13 +48,13 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    """Import a public name's module on first access."""
-    module = _EXPORTS.get(name)
-    if module is None:
+    """Import a public name's submodule the first time the name is used."""
+    if name not in _EXPORTS:
         raise AttributeError(f"module 'radvqa' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     globals()[name] = value
     return value
 
 
-__all__ = sorted(_EXPORTS)
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
