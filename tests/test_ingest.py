@@ -479,9 +479,23 @@ def test_nothing_ingested_exits_1_with_the_reasons_and_a_report(tmp_path: Path, 
     assert report["files"] == 2 and report["skipped"]["no image data (not an image object)"]["examples"] == ["other/plan.dcm"]
 
 
-def test_workers_import_no_pandas() -> None:
-    code = "import sys, radvqa.ingest_tasks; print('pandas' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+def test_workers_import_no_pandas(tmp_path: Path) -> None:
+    """A spawned worker re-imports the console script (``from radvqa.cli import app``) and its task module."""
+    script = tmp_path / "console.py"
+    script.write_text(
+        "import sys\n"
+        "from radvqa.cli import app  # what the installed 'radvqa' script does at import time\n"
+        "def probe():\n"
+        "    import radvqa.ingest_tasks\n"
+        "    return sorted(m for m in ('pandas', 'radvqa.ingest') if m in sys.modules)\n"
+        "if __name__ == '__main__':\n"
+        "    import multiprocessing\n"
+        "    from concurrent.futures import ProcessPoolExecutor\n"
+        "    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:\n"
+        "        print(pool.submit(probe).result())\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 def test_interrupted_run_leaves_nothing_partial_and_resumes(
