@@ -20,14 +20,12 @@ copy therefore never looks complete, and a re-run with the same settings reuses 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ import pandas as pd
 
 from .dicom import DICOM_WINDOW, PixelParams, WindowTable, check_decoder
 from .errors import ConfigError, OutputError, SourceError, did_you_mean
+from .executors import Executor, ExecutorSpec, Job, run_tasks
 from .ingest_tasks import (
     Candidate,
     FileTask,
@@ -44,7 +43,6 @@ from .ingest_tasks import (
     SKIP_DERIVED,
     JobResult,
     SliceJob,
-    convert_task,
     convert_tasks,
     plane_key,
     read_headers,
@@ -65,7 +63,7 @@ WINDOW_MODES = ("auto", DICOM_WINDOW)
 FORMAT_VERSION = 2  # 2: 64-bit name hashes
 REPORT_NAME = "report.json"
 _EXAMPLES = 3
-_BATCH = 8  # files per pool task
+_BATCH = 8  # files per pool task (times Executor.per_task on a cluster)
 _SCAN_CHUNK = 64  # files per pool task while reading headers
 
 
@@ -398,14 +396,6 @@ def walk_files(root: Path) -> Iterator[str]:
     yield from sorted(found)
 
 
-def _headers(input_dir: Path, rels: list[str], pool: ProcessPoolExecutor | None) -> Iterator[tuple[str, Any]]:
-    chunks = [rels[i : i + _SCAN_CHUNK] for i in range(0, len(rels), _SCAN_CHUNK)]
-    if pool is None:
-        for chunk in chunks:
-            yield from read_headers(str(input_dir), chunk)
-        return
-    for results in pool.map(read_headers, [str(input_dir)] * len(chunks), chunks):
-        yield from results
 
 
 def scan(
@@ -413,17 +403,22 @@ def scan(
     files: list[str],
     report: IngestReport,
     bar: ProgressBar,
-    pool: ProcessPoolExecutor | None = None,
+    executor: Executor | None = None,
     include_derived: bool = False,
 ) -> dict[str, SeriesInfo]:
-    """Read the header of each file (in ``pool`` when given); group the images into stacks.
+    """Read the header of each file (batches of files on ``executor``); group the images into stacks.
 
     A stack is a SeriesInstanceUID, split by plane when one enhanced file holds several.
     """
+    executor = executor or Executor()  # default: in this process
+    size = _SCAN_CHUNK * executor.per_task
+    chunks = [files[i : i + size] for i in range(0, len(files), size)]
+    job = Job(read_headers, list(enumerate(chunks)), str(input_dir), weight=lambda c, _: len(c), unit="header batches read")
+    batches: list[list[tuple[str, Any]]] = run_tasks(executor, job, bar)
+    headers = chain.from_iterable(batches)
     series: dict[str, SeriesInfo] = {}
-    for rel, result in _headers(input_dir, files, pool):
+    for rel, result in headers:
         report.files += 1
-        bar.update(1)
         if isinstance(result, str):
             report.skip(result, rel)
             continue
@@ -653,31 +648,18 @@ def _patient_splits(patients: list[str], options: IngestOptions) -> dict[str, st
 # --- rendering -----------------------------------------------------------------------------
 
 
-@contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """A spawn-context process pool for ``workers`` > 1, else None (work runs in this process)."""
-    if workers <= 1:
-        yield None
-        return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield pool
-
-
-def run_file_tasks(tasks: list[FileTask], pool: ProcessPoolExecutor | None, bar: ProgressBar) -> list[JobResult]:
-    """Convert every task, in ``pool`` when given (batches of files per pool task)."""
-    results: list[JobResult] = []
-    if pool is None:
-        for task in tasks:
-            results.extend(convert_task(task))
-            bar.update(len(task.jobs))
-        return results
-    batches = [tasks[i : i + _BATCH] for i in range(0, len(tasks), _BATCH)]
-    futures = {pool.submit(convert_tasks, batch): batch for batch in batches}
-    for future in as_completed(futures):
-        for done in future.result():
-            results.extend(done)
-        bar.update(sum(len(t.jobs) for t in futures[future]))
-    return results
+def run_file_tasks(tasks: list[FileTask], executor: Executor, bar: ProgressBar) -> list[JobResult]:
+    """Convert every task on ``executor`` (batches of files per task); results in file order."""
+    size = _BATCH * executor.per_task
+    batches = [tasks[i : i + size] for i in range(0, len(tasks), size)]
+    job = Job(
+        convert_tasks,
+        list(enumerate(batches)),
+        weight=lambda batch, _: sum(len(t.jobs) for t in batch),
+        unit="batches converted",
+    )
+    results: list[list[list[JobResult]]] = run_tasks(executor, job, bar)
+    return [r for batch in results for task in batch for r in task]
 
 
 def _record(results: list[JobResult], report: IngestReport) -> None:
@@ -830,8 +812,12 @@ def ingest_dicom(
     windows: WindowTable,
     options: IngestOptions,
     progress: Callable[[int, str], ProgressBar] | None = None,
+    executor: ExecutorSpec | None = None,
 ) -> IngestResult:
-    """Turn the DICOM files under ``input_dir`` into a RadImageNet-shaped copy at ``root``."""
+    """Turn the DICOM files under ``input_dir`` into a RadImageNet-shaped copy at ``root``.
+
+    One set of workers (``executor``, ``options.workers`` of them) reads headers and converts.
+    """
     started = time.perf_counter()
     options.check()
     input_dir, root = Path(input_dir), Path(root)
@@ -844,14 +830,16 @@ def ingest_dicom(
     resumed = _resumable(root, print_, options.overwrite)
     make_bar = progress or (lambda total, desc: NullProgress())
     report = IngestReport()
-    with worker_pool(options.workers) as pool:
+    spec = replace(executor or ExecutorSpec(), workers=options.workers)
+    stage = root / STATE_DIR / STAGING
+    rerun = "rerun the same command to resume"
+    with Executor(spec, paths=(input_dir, root), temporaries=(stage,), rerun=rerun) as pool:
         files = list(walk_files(input_dir))
         with make_bar(len(files), "read headers") as bar:
             series = scan(input_dir, files, report, bar, pool, options.include_derived)
         plan = plan_ingest(series, labels, windows, options, report)
         if not resumed:
             prepare_output(root, options.overwrite, owned=OWNED)
-        stage = root / STATE_DIR / STAGING
         stage.mkdir(parents=True, exist_ok=True)
         _clear_temporaries(stage)
         write_json(_state_path(root), {"format_version": FORMAT_VERSION, "fingerprint": print_, "complete": False})

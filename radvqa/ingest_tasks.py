@@ -232,7 +232,7 @@ def plane_key(orientation: tuple[float, ...] | None) -> tuple[float, ...] | None
 
 
 def read_headers(input_dir: str, rels: list[str]) -> list[tuple[str, Any]]:
-    """read_header for a chunk of files (one pool task), with pydicom quiet."""
+    """read_header for a chunk of files (one executor task; INPUT is the shared value), pydicom quiet."""
     with quiet_pydicom():
         return [(rel, read_header(Path(input_dir) / rel, rel)) for rel in rels]
 
@@ -355,6 +355,6 @@ def _render(candidate: Candidate, params: PixelParams, decoded: _Decoded, result
     return None
 
 
-def convert_tasks(tasks: list[FileTask]) -> list[list[JobResult]]:
-    """convert_task for a batch of tasks (one pool task)."""
+def convert_tasks(_: None, tasks: list[FileTask]) -> list[list[JobResult]]:
+    """convert_task for a batch of tasks (one executor task; nothing is shared)."""
     return [convert_task(task) for task in tasks]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,15 @@ def shaped_copy(tmp_path_factory: pytest.TempPathFactory, taxonomy: Taxonomy) ->
     root = tmp_path_factory.mktemp("shaped-copy")
     write_copy(root, taxonomy, shaped_counts(taxonomy, 0.01), image_bytes=placeholder_png, quirks=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[str]:
+    """One real 2-process Dask LocalCluster for every cluster test: its scheduler address."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()

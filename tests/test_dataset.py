@@ -8,9 +8,10 @@ from radvqa import dataset
 from radvqa.config import Config
 from radvqa.dataset import generate_dataset
 from radvqa.errors import OutputError
+from radvqa.executors import Interrupted
 from radvqa.taxonomy import Taxonomy
 from radvqa.templates import TemplateSet
-from radvqa.writers import shard_count, shard_name
+from radvqa.writers import RUN_FILE, shard_count, shard_name
 
 
 def concatenated(out: Path, config: str) -> bytes:
@@ -105,7 +106,8 @@ def test_interrupted_shard_leaves_no_finished_looking_file(
     monkeypatch.setattr(dataset, "_CHUNK", 100)
     monkeypatch.setattr(dataset, "_chunks", failing_chunks)
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="interrupted: 0 of 5 shards written; rerun with --resume") as stop:
         generate_dataset(sample_copy, out, config, taxonomy, templates)
-    assert not list(out.rglob("*.jsonl")) and not list(out.rglob(".*"))
-    assert not (out / "manifest.json").exists()
+    assert stop.value.exit_code == 130
+    assert not list(out.rglob("*.jsonl")) and not list(out.rglob(".*tmp*"))
+    assert not (out / "manifest.json").exists() and (out / RUN_FILE).is_file()
