@@ -151,6 +151,7 @@ def _errors(unreadable_exit: int = 1) -> Iterator[None]:
         with signals():
             yield
     except Interrupted as stop:
+        _deaf()
         _say(str(stop))
         raise typer.Exit(stop.exit_code)
     except RadVQAError as error:
@@ -164,8 +165,17 @@ def _errors(unreadable_exit: int = 1) -> Iterator[None]:
         signum = signal_number(error)
         if signum is None:
             raise
+        _deaf()
         _say("interrupted")
         raise typer.Exit(128 + signum)
+
+
+def _deaf() -> None:
+    """Once interrupted, ignore further Ctrl-C / SIGTERM: a second one must not kill the exit path."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _progress(quiet: bool) -> Callable[[int | None, str], ProgressBar]:
@@ -348,7 +358,17 @@ def evaluate(
     benchmark: Annotated[
         Path, typer.Argument(help="Benchmark JSONL file, or a dataset folder (uses benchmark/test-*.jsonl).")
     ],
-    predictions: Annotated[Path, typer.Argument(help='JSONL of {"id": ..., "prediction": "free model output"}.')],
+    predictions: Annotated[
+        list[Path],
+        typer.Argument(
+            help='Prediction files: radvqa JSONL {"id", "prediction"}, VLMEvalKit .xlsx/.tsv, LLaVA answers '
+            "JSONL or lmms-eval samples log (several files are merged).",
+        ),
+    ],
+    prediction_format: Annotated[
+        Optional[str],
+        typer.Option("--format", help="radvqa | vlmevalkit | llava | lmms-eval (default: detected per file)."),
+    ] = None,
     judge: Annotated[
         Optional[str],
         typer.Option("--judge", help="OpenAI-compatible base URL (e.g. http://localhost:8000/v1) to judge open answers."),
@@ -396,8 +416,17 @@ def evaluate(
             scorer = Judge(judge, judge_model, load_judge_settings(judge_config), judge_cache)
         tax = load_taxonomy(taxonomy) if taxonomy is not None else None
         report = run_evaluate(
-            benchmark, predictions, taxonomy=tax, judge=scorer, allow_missing=allow_missing, progress=_progress(quiet),
-            blind=blind, compare=compare, replicates=bootstrap, seed=seed,
+            benchmark,
+            predictions,
+            taxonomy=tax,
+            judge=scorer,
+            allow_missing=allow_missing,
+            progress=_progress(quiet),
+            blind=blind,
+            compare=compare,
+            replicates=bootstrap,
+            seed=seed,
+            prediction_format=prediction_format,
         )
         for line in report.lines():
             typer.echo(line)
@@ -493,7 +522,10 @@ def audit(
 @app.command("export")
 def export(
     dataset: DatasetArg,
-    format: Annotated[str, typer.Option("--format", "-f", help="llava | sharegpt | hf-parquet | vlmevalkit.")],
+    format: Annotated[
+        str,
+        typer.Option("--format", "-f", help="llava | sharegpt | hf-parquet | vlmevalkit | llava-eval | lmms-eval."),
+    ],
     dest: Annotated[Path, typer.Option(_OUTPUT, "-o", metavar="DEST", help="Folder to write the export into.")],
     group: Annotated[
         str, typer.Option("--group", help="llava/sharegpt: one conversation per 'question' or per 'image'.")
@@ -502,10 +534,24 @@ def export(
         Optional[Path],
         typer.Option(
             "--root",
-            help="RadImageNet copy: hf-parquet embeds image bytes from it, llava/sharegpt write absolute "
-            "image paths, vlmevalkit reads images from it (default: the manifest's source root).",
+            help="RadImageNet copy the images are read from and absolute paths point into "
+            "(default: the manifest's source root).",
         ),
     ] = None,
+    relative: Annotated[
+        bool,
+        typer.Option(
+            "--relative",
+            help="llava, sharegpt, llava-eval: image paths relative to the copy (LLaVA --image_folder, "
+            "LLaMA-Factory media_dir) instead of absolute.",
+        ),
+    ] = False,
+    embed: Annotated[
+        bool,
+        typer.Option(
+            "--embed/--no-embed", help="hf-parquet, lmms-eval: embed image bytes (default) or write absolute paths."
+        ),
+    ] = True,
     only: Annotated[
         Optional[list[str]],
         typer.Option("--only", help="Export only this config (repeatable): alignment, instruct, benchmark."),
@@ -517,7 +563,7 @@ def export(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous export in the folder.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Export a dataset for LLaVA, ShareGPT/LLaMA-Factory, Hugging Face (parquet) or VLMEvalKit."""
+    """Export a dataset for LLaVA, ShareGPT/LLaMA-Factory, Hugging Face (parquet), VLMEvalKit or lmms-eval."""
     from .export import export_dataset
 
     with _errors():
@@ -531,6 +577,8 @@ def export(
             shard_rows=shard_size,
             overwrite=overwrite,
             progress=_progress(quiet),
+            relative=relative,
+            embed=embed,
         )
         if not quiet:
             for line in result.lines():
