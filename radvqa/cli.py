@@ -686,10 +686,19 @@ def ingest_dicom_command(
     executor: ExecutorOpt = "local",
     scheduler: SchedulerOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous copy in DEST (start clean).")] = False,
+    include_derived: Annotated[
+        bool,
+        typer.Option(
+            "--include-derived",
+            help="Also convert ImageType SECONDARY images (reformats); burned-in, localizer, screen-save and "
+            "Secondary Capture images are never converted.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Convert DICOM CT/MR studies into RadImageNet-style PNG slices that `generate` reads."""
     from .dicom import load_windows
+    from .errors import SourceError
     from .ingest import IngestOptions, ingest_dicom, parse_ratios, parse_slices
 
     with _errors():
@@ -703,6 +712,7 @@ def ingest_dicom_command(
             split_ratios=parse_ratios(split_ratios) if split_ratios else load_config().split_ratios,
             workers=workers,
             overwrite=overwrite,
+            include_derived=include_derived,
         )
         result = ingest_dicom(
             input_dir,
@@ -714,11 +724,12 @@ def ingest_dicom_command(
             progress=lambda total, desc: progress_bar(total, desc, quiet=quiet, unit="img"),
             executor=_executor(executor, workers, scheduler),
         )
-        if not quiet:
-            if result.resumed:
-                _say(f"resumed the earlier run in {out}")
-            for line in result.report.lines():
-                _say(line)
+        if not quiet and result.resumed:
+            _say(f"resumed the earlier run in {out}")
+        for line in result.report.problem_lines() if quiet else result.report.lines():
+            _say(line)  # skip reasons and warnings even with --quiet
+        if not result.report.ingested:
+            raise SourceError(f"{input_dir}: no slice was ingested (reasons in {result.report_path})")
 
 # -- validate, validate-distractors ----------------------------------------------------------
 
