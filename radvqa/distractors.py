@@ -30,6 +30,7 @@ import numpy as np
 
 _TOL = 1e-13
 _MAX_NEWTON = 200
+_MIX = 0.01  # uniform share mixed in when a fit would starve a name of every set
 _ABSENT_COUNT = 0.5  # pseudo-count for names with no image, used only when the present ones cannot fill a set
 
 
@@ -130,9 +131,20 @@ def fit_sets(counts: np.ndarray, k: int, excluded: np.ndarray, candidates: np.nd
         raise ValueError(f"no valid {k}-set of names: too many exclusions")
     share = weights / weights.sum()
     target = k * share
+    every = sets
     goal, sets = _achievable(share, k, sets, excluded)
     q = _max_entropy(sets, goal, n)
     inclusion = np.bincount(sets.ravel(), weights=np.repeat(q, k), minlength=n)
+    if (inclusion[weights > 0] < 1e-9).any():
+        # An infeasible goal (a name above 1/k whose conflict partners cannot stand beside it)
+        # starved some name of every set: mix in 1% of the uniform distribution over all valid
+        # sets so each name's images can still be asked; the leak is reported as it is.
+        index = {tuple(row): i for i, row in enumerate(every.tolist())}
+        mixed = np.full(len(every), _MIX / len(every))
+        for row, mass in zip(sets.tolist(), q.tolist()):
+            mixed[index[tuple(row)]] += (1 - _MIX) * mass
+        sets, q = every, mixed
+        inclusion = np.bincount(sets.ravel(), weights=np.repeat(q, k), minlength=n)
     exact = bool(np.abs(inclusion - target).max() <= 1e-9)
     return Fit(k=k, counts=weights, sets=sets, q=q, inclusion=inclusion, target=target, exact=exact)
 
@@ -169,7 +181,14 @@ def _achievable(share: np.ndarray, k: int, sets: np.ndarray, excluded: np.ndarra
     while len(saturated) < k - 1:
         free = [m for m in members if m not in taken]
         scale = (k - len(saturated)) / share[free].sum()
-        over = [c for c in groups if not taken & set(c) and scale * share[c].sum() > 1.0 + 1e-12]
+        # A group can only be in every set if each other name may stand beside one of its members;
+        # otherwise that name's images could not be asked, and the group is fitted as closely as
+        # the other names allow instead (not exactly).
+        over = [
+            c for c in groups
+            if not taken & set(c) and scale * share[c].sum() > 1.0 + 1e-12
+            and not any(excluded[m, c].all() for m in members if m not in c)
+        ]
         if not over:
             break
         worst = max(over, key=lambda c: (share[c].sum(), [-x for x in c]))
@@ -216,9 +235,14 @@ def _max_entropy(sets: np.ndarray, goal: np.ndarray, n: int) -> np.ndarray:
         step[used] = -np.linalg.lstsq(hessian + 1e-12 * np.eye(used.sum()), gradient[used], rcond=None)[0]
         slope = float(gradient @ step)
         size = 1.0
+        norm = np.abs(gradient[used]).max()
         while size > 1e-10:
             candidate_value, candidate_q = state(theta + size * step)
-            if candidate_value <= value + 1e-4 * size * slope:
+            # Near the optimum the dual's change drowns in rounding: a step that shrinks the
+            # gradient is then taken on that evidence instead.
+            if candidate_value <= value + 1e-4 * size * slope or (
+                norm < 1e-6 and np.abs((candidate_q @ incidence - goal)[used]).max() < norm
+            ):
                 break
             size /= 2
         else:

@@ -342,7 +342,7 @@ class _Dask(_Backend):
                         n_workers=spec.workers,
                         threads_per_worker=1,
                         processes=True,
-                        dashboard_address=None,
+                        dashboard_address=":0",
                         silence_logs=logging.CRITICAL,
                     )
                     self._client = Client(self._cluster, set_as_default=False)

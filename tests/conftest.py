@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from radvqa.config import Config, load_config
 from radvqa.dataset import generate_dataset
@@ -14,6 +16,12 @@ from radvqa.taxonomy import Taxonomy, load_taxonomy
 from radvqa.templates import TemplateSet, load_templates
 
 REPO = Path(__file__).resolve().parent.parent
+
+# CI runs the property tests on a fixed example sequence (no flakes between identical commits);
+# a developer's run explores new examples each time and replays any failure it found.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 # A copy of shared/radimagenet/labels.csv: the 165 real RadImageNet classes with their quirks.
 LABELS_CSV = REPO / "tests" / "data" / "radimagenet_labels.csv"
 
@@ -89,7 +97,7 @@ def dask_cluster() -> Iterator[str]:
     """One real 2-process Dask LocalCluster for every cluster test: its scheduler address."""
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     try:
         yield cluster.scheduler_address
     finally:
