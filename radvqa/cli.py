@@ -18,7 +18,6 @@ from . import __version__
 from .config import Config, load_config
 from .errors import RadVQAError
 from .progress import ProgressBar, progress_bar
-from .sample import build_sample
 from .taxonomy import load_taxonomy
 from .templates import load_templates
 
@@ -161,12 +160,11 @@ def split_command(
     from dataclasses import replace
 
     from .config import benchmark_settings
-    from .split import split_copy, write_splits
+    from .split import check_split_destination, split_copy, write_splits
 
     with _errors():
         settings = _load_config(config, seed=seed, benchmark_images=benchmark_images, normal_fraction=normal_fraction)
-        if out.exists() and not overwrite:
-            raise RadVQAError(f"{out}: exists; pass --overwrite to replace it")
+        check_split_destination(out, overwrite)
         tax = load_taxonomy(taxonomy)
         bench = replace(benchmark_settings(settings), stratify=stratify)
         table, splits, report, warnings = split_copy(root, tax, settings.split_ratios, bench)
@@ -182,15 +180,15 @@ def split_command(
 @app.command("make-sample")
 def make_sample(
     dest: Annotated[Path, typer.Argument(help="Folder to create the sample copy in (must not exist or be empty).")],
-    images_per_class: Annotated[int, typer.Option(help="Images per class (about).")] = 10,
+    images_per_class: Annotated[int, typer.Option(help="Images per class (about), at least 1.")] = 10,
     taxonomy: TaxonomyOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous sample in DEST.")] = False,
 ) -> None:
     """Write the built-in synthetic RadImageNet-shaped copy (all 150 classes, real quirks)."""
-    from .writers import prepare_output
+    from .sample import make_sample as run_make_sample
 
     with _errors():
-        prepare_output(dest, overwrite=False)
-        build_sample(dest, load_taxonomy(taxonomy), images_per_class=images_per_class)
+        run_make_sample(dest, load_taxonomy(taxonomy), images_per_class=images_per_class, overwrite=overwrite)
         _say(f"wrote a sample RadImageNet copy to {dest}")
 
 
@@ -223,9 +221,10 @@ def evaluate(
 ) -> None:
     """Score a model's predictions on the benchmark: nine-column table, per region and modality."""
     from .evaluate import evaluate as run_evaluate
-    from .writers import write_json
+    from .writers import write_report
 
     with _errors():
+        _check_json(json_out)
         if (judge is None) != (judge_model is None):
             raise typer.BadParameter("--judge and --judge-model go together")
         scorer = None
@@ -240,7 +239,7 @@ def evaluate(
         for line in report.lines():
             typer.echo(line)
         if json_out is not None:
-            write_json(json_out, report.to_dict())
+            write_report(json_out, report.to_dict())
 
 
 @app.command()
@@ -259,14 +258,15 @@ def audit(
 ) -> None:
     """Text-only shortcut audit: exit 1 when a model without the image beats chance by > --max-gain."""
     from .audit import audit_dataset
-    from .writers import write_json
+    from .writers import write_report
 
     with _errors():
+        _check_json(json_out)
         report = audit_dataset(out, max_gain=max_gain, max_train=max_train)
         for line in report.lines():
             typer.echo(line)
         if json_out is not None:
-            write_json(json_out, report.to_dict())
+            write_report(json_out, report.to_dict())
         if not report.passed:
             raise typer.Exit(1)
 
@@ -337,13 +337,16 @@ def stats(
     from .dataset_files import load_manifest
     from .stats import compute_stats, require_matplotlib, tables, to_text, write_report
 
+    from .ownership import check_folder_destination
+
     with _errors():
         require_matplotlib()
         manifest = load_manifest(out)
+        folder = report if report is not None else out / STATS_FOLDER
+        check_folder_destination(folder, "report folder")
         result = compute_stats(out, manifest, progress=_progress(quiet))
         for table in tables(result):
             typer.echo(to_text(table))
-        folder = report if report is not None else out / STATS_FOLDER
         written = write_report(result, folder, manifest)
         if report is None or report.resolve() == (out / STATS_FOLDER).resolve():
             write_card(out, manifest)  # the card embeds the charts it finds in OUT/stats
@@ -431,16 +434,23 @@ ShowOpt = Annotated[int, typer.Option("--show", min=0, help="Example findings pr
 
 def _finish_validation(report: object, json_report: Path | None, show: int, quiet: bool) -> None:
     from .validate import Report
-    from .writers import write_json
+    from .writers import write_report
 
     assert isinstance(report, Report)
     if json_report is not None:
-        write_json(json_report, report.to_dict())
+        write_report(json_report, report.to_dict())
     lines = report.lines(per_rule=show)
     for line in lines if not quiet else lines[-2:]:
         typer.echo(line)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _check_json(json_report: Path | None) -> None:
+    from .ownership import check_file_destination
+
+    if json_report is not None:
+        check_file_destination(json_report, "--json")
 
 
 @app.command("validate-distractors")
@@ -455,6 +465,7 @@ def validate_distractors_command(
     from .validate import validate_distractors
 
     with _errors(unreadable_exit=2):
+        _check_json(json_report)
         report = validate_distractors(out, workers=workers, progress=_progress(quiet))
         _finish_validation(report, json_report, show, quiet)
 
@@ -474,6 +485,7 @@ def validate_command(
     from .validate import validate_dataset
 
     with _errors(unreadable_exit=2):
+        _check_json(json_report)
         report = validate_dataset(out, root=root, workers=workers, progress=_progress(quiet))
         _finish_validation(report, json_report, show, quiet)
 

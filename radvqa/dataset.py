@@ -8,29 +8,35 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from . import __version__
-from .card import write_card
+from .card import STATS_FOLDER, write_card
 from .stats import DatasetStats, compute_stats
 from .config import Config, benchmark_settings
 from .generate import INSTRUCT_SLOTS, Plan, Slice, build_plan, render
 from .progress import NullProgress, ProgressBar
-from .sample import build_sample
-from .source import SourceReport, file_sizes, locate, read_source
-from .split import BENCHMARK, balanced_letters, read_splits, select_benchmark
+from .sample import build_sample, sample_files
+from .source import SourceReport, locate, read_source, require_images
+from .split import BENCHMARK, balanced_letters, check_benchmark, read_splits, select_benchmark
 from .taxonomy import Taxonomy
 from .templates import TemplateSet
-from .writers import OWNED, ShardInfo, prepare_output, shard_count, shard_name, write_json, write_shard
+from .errors import SplitError
+from .ownership import check_output, claim_output, read_record, safe_relative
+from .writers import ShardInfo, shard_count, shard_name, write_json, write_shard
 
 CONFIGS = {"alignment": 1, "instruct": len(INSTRUCT_SLOTS), "benchmark": len(INSTRUCT_SLOTS)}  # records per image
 TRAINING_SPLITS = ("train", "val")
 SAMPLE_FOLDER = "radimagenet-sample"
+PENDING = ".radvqa-pending.json"  # what a running generate will write (removed once the manifest is)
+CARD, MANIFEST = "README.md", "manifest.json"
 _CHUNK = 4096  # lines per write
 
 
@@ -208,6 +214,7 @@ def choose_benchmark(
         rows, report = select_benchmark(table, taxonomy, benchmark_settings(config), locate(root).root)
         return table, rows, report.to_dict()
     saved, report_dict = read_splits(splits_file)
+    _check_coverage(table, saved, splits_file)
     splits = table["image_id"].map(saved)
     unknown = splits.isna()
     table = table[~unknown].copy()
@@ -224,6 +231,23 @@ def choose_benchmark(
     return table.reset_index(drop=True), rows, summary
 
 
+SPLITS_TOLERANCE = 0.01  # share of the copy a split file may miss (or name beyond it) before it is refused
+
+
+def _check_coverage(table: pd.DataFrame, saved: dict[str, str], splits_file: Path) -> None:
+    """Refuse a split file made for another copy: it must cover the copy, up to a small tolerance."""
+    ids = set(table["image_id"].tolist())
+    uncovered = len(ids) - len(ids & saved.keys())
+    extra = len(saved.keys() - ids)
+    allowed = int(SPLITS_TOLERANCE * len(ids))
+    if uncovered > allowed or extra > allowed:
+        raise SplitError(
+            f"{splits_file}: {uncovered} of the copy's {len(ids)} usable images are not in it and it names {extra} "
+            f"images the copy lacks (at most {allowed}, {SPLITS_TOLERANCE:.0%}, allowed); was it made for another "
+            "copy? run `radvqa split` on this one"
+        )
+
+
 def generate_dataset(
     root: Path,
     out: Path,
@@ -237,12 +261,22 @@ def generate_dataset(
     """Generate alignment and instruct shards for every train/val image and the benchmark."""
     started = time.perf_counter()
     out = Path(out)
-    prepare_output(out, overwrite, check_only=True)
-    table, report = read_source(root, taxonomy, config.split_ratios)
+    # Reading the --sample copy inside OUT: a rerun keeps it (generate_sample_dataset replaced it).
+    owned = partial(dataset_files, sample=Path(root).resolve() != (out / SAMPLE_FOLDER).resolve())
+    check_output(out, overwrite, owned)
+    if splits_file is not None and not Path(splits_file).is_file():
+        raise SplitError(f"--splits {splits_file}: not found (write it with `radvqa split`)")
+    table, report = read_source(root, taxonomy, config.split_ratios, with_sizes=True)
     benchmark: dict[str, Any] = {}
+    require_images(table, report)
     if splits_file is not None:
         table, saved_rows, benchmark = choose_benchmark(table, taxonomy, config, Path(root), splits_file)
-    prepare_output(out, overwrite)
+        check_benchmark(table, saved_rows, taxonomy, config.benchmark_images)
+        report.images = len(table)  # the images used: those the split file assigns
+        report.per_split = {s: int(n) for s, n in table["split"].value_counts(sort=False).items()}
+    elif not (table["split"] == "test").any():  # an empty test pool: refused before any work
+        check_benchmark(table, np.zeros(0, dtype=np.int64), taxonomy, config.benchmark_images)
+    claim_output(out, overwrite, owned)
     plans: dict[str, Plan] = {}
     tasks: list[ShardTask] = []
     records: dict[str, dict[str, int]] = {c: {} for c in CONFIGS}
@@ -258,8 +292,8 @@ def generate_dataset(
     def benchmark_tasks() -> tuple[list[ShardTask], Plan]:
         """Select the benchmark (unless a split file did) and plan its one shard."""
         if splits_file is None:
-            sized = table.assign(size=file_sizes(table, locate(root).root))
-            _, chosen, selection = choose_benchmark(sized, taxonomy, config, Path(root), None)
+            _, chosen, selection = choose_benchmark(table, taxonomy, config, Path(root), None)
+            check_benchmark(table, chosen, taxonomy, config.benchmark_images)
             benchmark.update(selection)
         else:
             chosen = saved_rows
@@ -274,6 +308,9 @@ def generate_dataset(
         records["benchmark"]["test"] = len(images) * CONFIGS["benchmark"]
         return shard_tasks("benchmark", "test", images, max(1, records["benchmark"]["test"]), out), plan
 
+    planned = [t.path.relative_to(out).as_posix() for t in tasks]
+    planned.append(f"benchmark/{shard_name('test', 0, 1)}")
+    write_json(out / PENDING, {"format": "radvqa-pending", "files": planned + [CARD, MANIFEST]})
     # The bar counts train and val records; the benchmark adds about 0.1%.
     bar = progress(sum(t.count for t in tasks), "generate") if progress else NullProgress()
     with bar:
@@ -281,7 +318,8 @@ def generate_dataset(
     result = GenerateResult(out=out, source=report, records=records, shards=shards, benchmark=benchmark)
     manifest = build_manifest(root, config, taxonomy, templates, result)
     write_card(out, manifest, card_stats(out, manifest, table, taxonomy))
-    write_json(out / "manifest.json", manifest)
+    write_json(out / MANIFEST, manifest)
+    (out / PENDING).unlink()
     result.seconds = time.perf_counter() - started
     return result
 
@@ -309,10 +347,41 @@ def generate_sample_dataset(
     progress: Callable[[int, str], ProgressBar] | None = None,
 ) -> GenerateResult:
     """Build the synthetic sample copy inside ``out`` and generate a dataset from it."""
-    prepare_output(Path(out), overwrite, owned=OWNED + (SAMPLE_FOLDER,))
+    claim_output(Path(out), overwrite, dataset_files)
     root = Path(out) / SAMPLE_FOLDER
     build_sample(root, taxonomy)
     return generate_dataset(root, out, config, taxonomy, templates, overwrite=True, progress=progress)
+
+
+def dataset_files(out: Path, sample: bool = True) -> list[str] | None:
+    """What earlier generate runs wrote in ``out`` (None when no radvqa record is there).
+
+    The manifest's shards, the manifest, the card and radvqa's stats report; the planned files
+    of a run that did not finish; the files of a ``--sample`` copy.
+    """
+    from .stats import REPORT_FILES
+
+    files: list[str] = []
+    found = False
+    try:
+        manifest = orjson.loads((out / MANIFEST).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        manifest = None
+    if isinstance(manifest, dict) and manifest.get("format") == "radvqa-dataset":
+        found = True
+        files += [str(s.get("path", "")) for s in manifest.get("shards", []) if isinstance(s, dict)]
+    pending = read_record(out / PENDING)
+    if pending is not None:
+        found = True
+        files += pending + [PENDING]
+    copy = sample_files(out / SAMPLE_FOLDER)
+    if copy is not None:
+        found = True
+        files += [f"{SAMPLE_FOLDER}/{name}" for name in copy] if sample else []
+    if not found:
+        return None
+    files += [CARD, MANIFEST] + [f"{STATS_FOLDER}/{name}" for name in REPORT_FILES]
+    return safe_relative(dict.fromkeys(files))
 
 
 def build_manifest(

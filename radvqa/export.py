@@ -29,14 +29,16 @@ from typing import Any
 
 import orjson
 
-from .dataset_files import Part, Where, at, dataset_parts, iter_rows, load_manifest
+from .dataset_files import Part, Where, at, check_digests, dataset_parts, iter_rows, load_manifest
 from .errors import ConfigError, DatasetError, MissingDependencyError, OutputError, SourceError, did_you_mean
 from .generate import LETTERS
 from .progress import NullProgress, ProgressBar
-from .writers import prepare_output, temporary, write_bytes_atomic, write_json
+from .ownership import check_output, claim_output, read_record, undo_on_failure
+from .writers import temporary, write_bytes_atomic, write_json
 
 FORMATS = ("llava", "sharegpt", "hf-parquet", "vlmevalkit")
 GROUPS = ("question", "image")
+EXPORT_RECORD = "radvqa-export.json"  # the files an export wrote (what --overwrite removes)
 MCQ_TSV = "radvqa_mcq.tsv"
 OPEN_TSV = "radvqa_open.tsv"
 PARQUET_SHARD_ROWS = {True: 10_000, False: 500_000}  # rows per parquet file with / without image bytes
@@ -507,15 +509,10 @@ def _export_vlmevalkit(
 # ---------------------------------------------------------------- entry point
 
 
-def _owned(fmt: str, parts: list[Part]) -> tuple[str, ...]:
-    """The names an export writes in DEST (and may remove with --overwrite)."""
-    if fmt == "llava":
-        return tuple(f"{p.config}_{p.split}.json" for p in parts)
-    if fmt == "sharegpt":
-        return (*(f"{p.config}_{p.split}.jsonl" for p in parts), "dataset_info.json")
-    if fmt == "hf-parquet":
-        return (*sorted({p.config for p in parts}), "README.md", "manifest.json")
-    return (MCQ_TSV, OPEN_TSV)
+def export_files(dest: Path) -> list[str] | None:
+    """The files a previous export wrote in ``dest`` (from its record), None when none is there."""
+    files = read_record(Path(dest) / EXPORT_RECORD)
+    return None if files is None else files + [EXPORT_RECORD]
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
@@ -565,8 +562,30 @@ def export_dataset(
         )
     if fmt == "hf-parquet":
         _pyarrow()
-    prepare_output(dest, overwrite, owned=_owned(fmt, parts))
+    check_output(dest, overwrite, export_files, "export folder")
+    check_digests(out, manifest, parts)
+    claim_output(dest, overwrite, export_files, "export folder")
     result = ExportResult(dest=dest, format=fmt)
+    with undo_on_failure(dest):  # nothing half-done: a failed export leaves none of its files
+        _export(out, dest, fmt, group, root, parts, manifest, shard_rows, progress, result)
+        files = [f.relative_to(dest).as_posix() for f in result.files]
+        write_json(dest / EXPORT_RECORD, {"format": f"radvqa-export-{fmt}", "files": files})
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _export(
+    out: Path,
+    dest: Path,
+    fmt: str,
+    group: str,
+    root: Path | None,
+    parts: list[Part],
+    manifest: dict[str, Any],
+    shard_rows: int | None,
+    progress: Callable[[int, str], ProgressBar] | None,
+    result: ExportResult,
+) -> None:
     bar = progress(sum(_count_rows(p) for p in parts), f"export {fmt}") if progress else NullProgress()
     with bar:
         if fmt in ("llava", "sharegpt"):
@@ -586,8 +605,6 @@ def export_dataset(
         else:
             assert root is not None
             result.files += _export_vlmevalkit(parts, dest, ImageReader(root), bar, result)
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def _write_parquet_card(out: Path, dest: Path, manifest: dict[str, Any], parts: list[Part], embedded: bool) -> None:

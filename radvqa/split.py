@@ -30,7 +30,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from . import streams
-from .errors import SplitError
+from .errors import OutputError, SplitError
 from .taxonomy import Taxonomy
 
 BENCHMARK, TEST_POOL = "benchmark", "test_pool"
@@ -274,6 +274,8 @@ def select_benchmark(
         )
     test_rows = np.flatnonzero(table["split"].to_numpy() == "test")
     report.test_pool = len(test_rows)
+    if settings.images == 0:  # asked for no benchmark: every test image stays in the pool
+        return np.zeros(0, dtype=np.int64), report
     classes = table["class_index"].to_numpy()
     order = np.argsort(streams.image_keys(table["key"].to_numpy()[test_rows], settings.seed, _PURPOSE), kind="stable")
     ranked = test_rows[order]
@@ -414,6 +416,37 @@ def write_splits(path: Path, table: pd.DataFrame, splits: np.ndarray, taxonomy: 
     write_json(report_path(path), report.to_dict())
 
 
+def check_split_destination(path: Path, overwrite: bool) -> None:
+    """Before any work: ``path`` and its report can be written, and replace only radvqa's own files."""
+    from .ownership import check_file_destination
+
+    if Path(path).suffix.lower() == ".json":
+        raise OutputError(f"--out {path}: the split file is a CSV (its report is written beside it as .json)")
+    for target, ours in ((Path(path), _is_split_table), (report_path(path), _is_split_report)):
+        check_file_destination(target, "--out")
+        if not target.exists():
+            continue
+        if not ours(target):
+            raise OutputError(f"--out {target}: exists and was not written by `radvqa split`; choose another name")
+        if not overwrite:
+            raise OutputError(f"{target}: exists; pass --overwrite to replace it")
+
+
+def _is_split_table(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.readline().startswith(b"image_id,image,split,")
+
+
+def _is_split_report(path: Path) -> bool:
+    import orjson
+
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and "rule" in data and "strata_covered" in data
+
+
 def report_path(path: Path) -> Path:
     """Where the report of a split file lives: ``splits.csv`` -> ``splits.json``."""
     return Path(path).with_suffix(".json")
@@ -449,3 +482,26 @@ def split_copy(
     table, source_report = read_source(root, taxonomy, split_ratios, with_sizes=True)
     rows, report = select_benchmark(table, taxonomy, settings, locate(root).root)
     return table, assign_splits(table, rows), report, source_report.warnings
+
+
+POOL_SPLITS = ("test", BENCHMARK, TEST_POOL)
+
+
+def check_benchmark(table: pd.DataFrame, rows: np.ndarray, taxonomy: Taxonomy, requested: int | None) -> None:
+    """Refuse a degenerate benchmark: empty, or missing a region the test pool has (unless 0 were asked for)."""
+    if requested == 0:
+        return
+    pool = table["class_index"].to_numpy()[np.isin(table["split"].to_numpy(), POOL_SPLITS)]
+    if len(rows) == 0:
+        raise SplitError(
+            f"the benchmark is empty: the test pool has {len(pool)} usable images",
+            hint="add test images (RadiologyAI_test.csv), or pass --benchmark-images 0 for no benchmark",
+        )
+    names = [c.region_name for c in taxonomy.classes]
+    chosen = {names[i] for i in table["class_index"].to_numpy()[rows]}
+    lacking = sorted({names[i] for i in pool} - chosen)
+    if lacking:
+        raise SplitError(
+            f"the benchmark has no image of {len(lacking)} region(s) the test pool has ({', '.join(lacking)}): "
+            "their candidates are unreadable, blank or duplicated; repair or remove those files"
+        )

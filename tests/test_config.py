@@ -28,8 +28,13 @@ def test_user_file_overrides_defaults(tmp_path: Path) -> None:
         ("distractors: {no_pathology_rate: 0}\n", r"did you mean 'no_pathology_option_rate'"),
         ("split_ratios: {train: 0.5, val: 0.1, test: 0.1}\n", "must add up to 1"),
         ("distractors: {no_pathology_option_rate: 2}\n", r"'matched' or a number in \[0, 1\]"),
-        ("workers: 0\n", "workers must be >= 1"),
-        ("shard_size: many\n", "shard_size must be an integer"),
+        ("workers: 0\n", "workers: must be >= 1"),
+        ("shard_size: many\n", "shard_size: must be an integer"),
+        ("benchmark: {normal_fraction: 0.9}\n", r"benchmark.normal_fraction: must be a number in \[0, 0.25\]"),
+        ("benchmark: {check_images: 'no'}\n", "benchmark.check_images: must be true or false, not 'no'"),
+        ("benchmark: {region_cap: 0}\n", r"benchmark.region_cap: must be a number in \(0, 1\]"),
+        ("benchmark: {answer_cap: 0}\n", r"benchmark.answer_cap: must be a number in \(0, 1\]"),
+        ("benchmark: {images: -1}\n", "benchmark.images: must be a whole number >= 0"),
     ],
 )
 def test_bad_config_is_one_line_error_naming_the_file(tmp_path: Path, text: str, message: str) -> None:
@@ -41,5 +46,8 @@ def test_bad_config_is_one_line_error_naming_the_file(tmp_path: Path, text: str,
 
 
 def test_cli_override_is_checked() -> None:
-    with pytest.raises(ConfigError, match="command line: shard_size must be >= 1"):
+    with pytest.raises(ConfigError, match="--shard-size 0: must be >= 1"):
         load_config().with_overrides(shard_size=0)
+    with pytest.raises(ConfigError, match=r"^--normal-fraction 0.9: must be a number in \[0, 0.25\]"):
+        load_config().with_overrides(normal_fraction=0.9)
+    assert load_config().with_overrides(benchmark_images=0).benchmark_images == 0  # a deliberate empty benchmark

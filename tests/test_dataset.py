@@ -77,10 +77,15 @@ def test_refuses_non_empty_output_and_keeps_user_files(
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
+    for overwrite in (False, True):  # no radvqa manifest: never replaced, even with --overwrite
+        with pytest.raises(OutputError, match=r"not empty and holds no radvqa record \(notes.txt\)"):
+            generate_dataset(sample_copy, out, config, taxonomy, templates, overwrite=overwrite)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    (out / "notes.txt").unlink()
+    generate_dataset(sample_copy, out, config.with_overrides(shard_size=5000), taxonomy, templates)
+    (out / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="not empty; pass --overwrite"):
         generate_dataset(sample_copy, out, config, taxonomy, templates)
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
-    generate_dataset(sample_copy, out, config.with_overrides(shard_size=5000), taxonomy, templates, overwrite=True)
     generate_dataset(sample_copy, out, config, taxonomy, templates, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
     # the earlier run's differently-named shards are gone
@@ -107,5 +112,9 @@ def test_interrupted_shard_leaves_no_finished_looking_file(
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(sample_copy, out, config, taxonomy, templates)
-    assert not list(out.rglob("*.jsonl")) and not list(out.rglob(".*"))
+    # no shard, no temporary; only the record of what the run was writing, so --overwrite may clear it
+    assert not list(out.rglob("*.jsonl")) and [p.name for p in out.rglob(".*")] == [dataset.PENDING]
     assert not (out / "manifest.json").exists()
+    monkeypatch.undo()
+    generate_dataset(sample_copy, out, config, taxonomy, templates, overwrite=True)
+    assert (out / "manifest.json").is_file() and not (out / dataset.PENDING).exists()

@@ -210,7 +210,7 @@ def test_unknown_label_is_an_error_naming_the_line(tmp_path: Path, taxonomy: Tax
     with pytest.raises(SourceError, match=r"line 3: unknown label CT,abd,livr_lesion.*did you mean 'liver_lesion'"):
         run(taxonomy, tmp_path / "in", tmp_path / "root", labels)
     result = runner.invoke(
-        app, ["ingest-dicom", str(tmp_path / "in"), "-o", str(tmp_path / "root"), "--labels", str(labels), "--salt", "s"]
+        app, ["ingest-dicom", str(tmp_path / "in"), "-o", str(tmp_path / "root"), "--labels", str(labels), "--salt", SALT]
     )
     assert result.exit_code == 1
     assert "line 3" in result.output and "Traceback" not in result.output
@@ -262,7 +262,7 @@ def test_missing_decoder_stops_before_writing(
         run(taxonomy, tmp_path / "in", tmp_path / "root", labels)
     assert not (tmp_path / "root").exists()
     result = runner.invoke(
-        app, ["ingest-dicom", str(tmp_path / "in"), "-o", str(tmp_path / "root"), "--labels", str(labels), "--salt", "s"]
+        app, ["ingest-dicom", str(tmp_path / "in"), "-o", str(tmp_path / "root"), "--labels", str(labels), "--salt", SALT]
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
     [line] = result.output.strip().splitlines()
@@ -340,8 +340,12 @@ def test_output_folder_rules(tmp_path: Path, taxonomy: Taxonomy, abd_labels: Pat
     root = tmp_path / "root"
     root.mkdir()
     (root / "mine.txt").write_text("x")
-    with pytest.raises(OutputError, match="--overwrite"):
-        run(taxonomy, tmp_path / "in", root, abd_labels, size=16)
+    for overwrite in (False, True):  # not written by ingest-dicom: never replaced
+        with pytest.raises(OutputError, match=r"holds no radvqa record \(mine.txt\)"):
+            run(taxonomy, tmp_path / "in", root, abd_labels, size=16, overwrite=overwrite)
+    (root / "mine.txt").unlink()
+    run(taxonomy, tmp_path / "in", root, abd_labels, size=16)
+    (root / "mine.txt").write_text("x")
     run(taxonomy, tmp_path / "in", root, abd_labels, size=16, overwrite=True)
     assert (root / "mine.txt").exists() and len(pngs(root)) == 1
     with pytest.raises(OutputError, match="other settings"):
@@ -391,7 +395,7 @@ def test_generate_runs_on_the_ingested_copy(
     assert "CT/lung/Nodule" in set(table["image_id"].str.rsplit("/", n=1).str[0])  # label matched case-blind
     assert set(table["split"]) <= {"train", "val"} and (table["split"] == "train").any()
     out = tmp_path / "dataset"
-    generated = generate_dataset(root, out, config, taxonomy, templates)
+    generated = generate_dataset(root, out, config.with_overrides(benchmark_images=0), taxonomy, templates)
     assert sum(generated.records["instruct"].values()) == 36 * 9
     assert (out / "manifest.json").is_file()
 
