@@ -133,6 +133,7 @@ SIGNATURES = {
     ".tiff": (b"II*\x00", b"MM\x00*"),
     ".bmp": (b"BM",),
 }
+_ADVISE = hasattr(os, "posix_fadvise")
 NOT_AN_IMAGE = "not an image file (empty, wrong signature or not a regular file)"
 DANGLING = "dangling link"
 FOLDER_LINK = "folder link not followed (a loop would list the copy again)"
@@ -215,6 +216,8 @@ def _image_size(name: str, folder: int, entry: os.DirEntry[str], suffix: str) ->
     except OSError:
         return 0
     try:
+        if _ADVISE:  # no readahead: it would read (and cache) whole files to check 8 bytes
+            os.posix_fadvise(handle, 0, 0, os.POSIX_FADV_RANDOM)
         size = os.fstat(handle).st_size
         head = os.read(handle, 8)
     except OSError:
