@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import ConfigError
 from .resources import check_keys, default_path, load_yaml
@@ -159,7 +159,7 @@ def _check(config: Config, where: str, keys: frozenset[str] | None = None) -> No
             raise bad("no_pathology_option_rate", f"must be 'matched' or a number in [0, 1], not {rate!r}")
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

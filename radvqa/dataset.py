@@ -25,7 +25,7 @@ from .generate import INSTRUCT_SLOTS, Plan, Slice, build_plan, render
 from .progress import NullProgress, ProgressBar
 from .sample import build_sample, sample_files
 from .source import SourceReport, locate, read_source, require_images
-from .split import BENCHMARK, balanced_letters, check_benchmark, read_splits, select_benchmark
+from .split import BENCHMARK, TEST_POOL, balanced_letters, check_benchmark, read_splits, select_benchmark
 from .taxonomy import Taxonomy
 from .templates import TemplateSet
 from .errors import SplitError
@@ -273,7 +273,7 @@ def generate_dataset(
         table, saved_rows, benchmark = choose_benchmark(table, taxonomy, config, Path(root), splits_file)
         check_benchmark(table, saved_rows, taxonomy, config.benchmark_images)
         report.images = len(table)  # the images used: those the split file assigns
-        report.per_split = {s: int(n) for s, n in table["split"].value_counts(sort=False).items()}
+        report.per_split = {s: int((table["split"] == s).sum()) for s in (*TRAINING_SPLITS, BENCHMARK, TEST_POOL)}
     elif not (table["split"] == "test").any():  # an empty test pool: refused before any work
         check_benchmark(table, np.zeros(0, dtype=np.int64), taxonomy, config.benchmark_images)
     claim_output(out, overwrite, owned)

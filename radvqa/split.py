@@ -79,10 +79,16 @@ class SplitReport:
     examples: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def usable(self) -> int:
+        """Test-pool images left once the excluded candidates are set aside (the count warnings use)."""
+        return self.test_pool - self.duplicates_excluded - self.blank_excluded - self.unreadable_excluded
+
     def lines(self) -> list[str]:
         """Human-readable report."""
         return [
-            f"benchmark: {self.images} images (asked {self.requested}) from a test pool of {self.test_pool}",
+            f"benchmark: {self.images} images (asked {self.requested}) from a test pool of {self.test_pool} "
+            f"({self.usable} usable)",
             f"strata covered: {self.strata_covered} of {self.strata_in_pool} in the test pool",
             "per region: " + ", ".join(f"{k} {v}" for k, v in self.per_region.items()),
             "per modality: " + ", ".join(f"{k} {v}" for k, v in self.per_modality.items()),
@@ -401,8 +407,10 @@ def balanced_letters(count: int, seed: int, purpose: int) -> np.ndarray:
 
 def write_splits(path: Path, table: pd.DataFrame, splits: np.ndarray, taxonomy: Taxonomy, report: SplitReport) -> None:
     """Write the split table (image, split, stratum, ...) and its report beside it (``.json``)."""
-    from .writers import write_bytes_atomic, write_json
+    from .writers import write_bytes_atomic, write_json, writing
 
+    with writing(Path(path)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(
         {
             "image_id": table["image_id"],

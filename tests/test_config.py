@@ -51,3 +51,49 @@ def test_cli_override_is_checked() -> None:
     with pytest.raises(ConfigError, match=r"^--normal-fraction 0.9: must be a number in \[0, 0.25\]"):
         load_config().with_overrides(normal_fraction=0.9)
     assert load_config().with_overrides(benchmark_images=0).benchmark_images == 0  # a deliberate empty benchmark
+
+
+# ---- settings checked before any work, naming the flag or the file (issue 11) ------------------
+
+
+def _generate(*args: object) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from radvqa.cli import app
+
+    result = CliRunner().invoke(app, ["generate", *(str(a) for a in args)])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("benchmark: {normal_fraction: 0.9}\n", "benchmark.normal_fraction: must be a number in [0, 0.25]"),
+        ("benchmark: {check_images: 'no'}\n", "benchmark.check_images: must be true or false, not 'no'"),
+        ("benchmark: {region_cap: 0}\n", "benchmark.region_cap: must be a number in (0, 1], not 0"),
+        ("benchmark: {answer_cap: 0}\n", "benchmark.answer_cap: must be a number in (0, 1], not 0"),
+    ],
+)
+def test_bad_settings_stop_generate_before_any_work(
+    tmp_path: Path, tiny_copy: Path, yaml_text: str, message: str
+) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml_text)
+    code, output = _generate(tiny_copy, "-o", tmp_path / "out", "--config", path)
+    assert code == 1 and output.startswith(f"ERROR: {path}: {message}") and output.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_normal_fraction_flag_is_checked_against_the_real_limit(tmp_path: Path, tiny_copy: Path) -> None:
+    code, output = _generate(tiny_copy, "-o", tmp_path / "out", "--normal-fraction", "0.9")
+    assert code == 1 and output.startswith("ERROR: --normal-fraction 0.9: must be a number in [0, 0.25]")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_deliberate_empty_benchmark_is_allowed(tmp_path: Path, tiny_copy: Path) -> None:
+    import json
+
+    code, output = _generate(tiny_copy, "-o", tmp_path / "out", "--benchmark-images", "0", "--quiet")
+    assert code == 0, output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["records"]["benchmark"] == {"test": 0} and manifest["records"]["instruct"]["train"] > 0

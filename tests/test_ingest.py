@@ -425,3 +425,25 @@ def test_cli_requires_a_salt_and_documents_options(tmp_path: Path, abd_labels: P
                    "--workers", "--overwrite", "--quiet", "--taxonomy"):
         assert option in help_text
     shutil.rmtree(tmp_path / "r", ignore_errors=True)
+
+
+def test_a_short_salt_is_refused_before_any_work(tmp_path: Path, abd_labels: Path) -> None:
+    marker_series(tmp_path / "in" / "series", "1.2.3.700", order=[0, 1, 2])
+    root = tmp_path / "root"
+    result = runner.invoke(
+        app, ["ingest-dicom", str(tmp_path / "in"), "-o", str(root), "--labels", str(abd_labels), "--salt", "abc"]
+    )
+    assert result.exit_code == 1
+    assert result.output == "ERROR: --salt: 3 characters is too short to keep names secret; use at least 8\n"
+    assert not root.exists()
+
+
+def test_ingest_destination_under_a_file_is_one_line(tmp_path: Path, abd_labels: Path) -> None:
+    marker_series(tmp_path / "in" / "series", "1.2.3.701", order=[0, 1, 2])
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    result = runner.invoke(
+        app, ["ingest-dicom", str(tmp_path / "in"), "-o", str(blocker / "root"), "--labels", str(abd_labels), "--salt", SALT]
+    )
+    assert result.exit_code == 1
+    assert result.output == f"ERROR: {blocker / 'root'}: cannot be created, {blocker} is a file\n"

@@ -188,3 +188,18 @@ def test_benchmark_with_other_size(tmp_path: Path, shaped_copy: Path, taxonomy: 
     generate_dataset(shaped_copy, out, config.with_overrides(benchmark_images=320), taxonomy, templates)
     lines = (out / "benchmark" / "test-00000-of-00001.jsonl").read_bytes().splitlines()
     assert len(lines) == 9 * 320
+
+
+def test_split_usable_counts_agree(tmp_path: Path, sample_copy: Path) -> None:
+    import re
+
+    from typer.testing import CliRunner
+
+    from radvqa.cli import app
+
+    result = CliRunner().invoke(app, ["split", str(sample_copy), "-o", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    shrunk = re.search(r"the test pool has only (\d+) usable images", result.output)
+    pool = re.search(r"from a test pool of (\d+) \((\d+) usable\)", result.output)
+    assert shrunk and pool and shrunk[1] == pool[2]  # one "usable" figure, and the pool it comes from
+    assert int(pool[1]) - int(pool[2]) == 2  # the planted blank image and byte-identical twin
