@@ -217,14 +217,27 @@ def evaluate(
     allow_missing: Annotated[
         bool, typer.Option("--allow-missing", help="Score questions without a prediction as wrong instead of failing.")
     ] = False,
+    blind: Annotated[
+        Optional[Path],
+        typer.Option("--blind", help="The same model's text-only predictions: adds multimodal gain and leakage."),
+    ] = None,
+    compare: Annotated[
+        Optional[Path], typer.Option("--compare", help="Another model's predictions: adds the paired difference.")
+    ] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report here.")] = None,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", min=0, help="Bootstrap replicates (resampling images) for the 95% intervals.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap draws.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar while the judge runs.")] = False,
 ) -> None:
-    """Score a model's predictions on the benchmark: nine-column table, per region and modality."""
+    """Score a model's predictions on the benchmark: nine columns and more, per region, modality and normal/abnormal."""
     from .evaluate import evaluate as run_evaluate
     from .writers import write_report
 
     with _errors():
         _check_json(json_out)
+        _check_json(html, "--html")
         if (judge is None) != (judge_model is None):
             raise typer.BadParameter("--judge and --judge-model go together")
         scorer = None
@@ -234,12 +247,64 @@ def evaluate(
             scorer = Judge(judge, judge_model, load_judge_settings(judge_config), judge_cache)
         tax = load_taxonomy(taxonomy) if taxonomy is not None else None
         report = run_evaluate(
-            benchmark, predictions, taxonomy=tax, judge=scorer, allow_missing=allow_missing, progress=_progress(quiet)
+            benchmark, predictions, taxonomy=tax, judge=scorer, allow_missing=allow_missing, progress=_progress(quiet),
+            blind=blind, compare=compare, replicates=bootstrap, seed=seed,
         )
         for line in report.lines():
             typer.echo(line)
         if json_out is not None:
             write_report(json_out, report.to_dict())
+        if html is not None:
+            from .report_html import write_html
+
+            write_html(report, html)
+
+
+@app.command()
+def predict(
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset folder (uses benchmark/test-*.jsonl), or a benchmark JSONL file.")
+    ],
+    endpoint: Annotated[
+        str, typer.Option("--endpoint", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")
+    ],
+    model: Annotated[str, typer.Option("--model", help="Model name sent with every request.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Predictions JSONL; an existing file is resumed.")],
+    root: Annotated[
+        Optional[Path], typer.Option("--root", help="RadImageNet copy (default: the manifest's source root).")
+    ] = None,
+    blind: Annotated[
+        Optional[str],
+        typer.Option(
+            "--blind",
+            help="Text-only control: none (no image), blank (black image, same size), guess (no image, told to guess).",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight (default from config: 4).")
+    ] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="Prompts and retry settings (see configs/predict.yaml).")
+    ] = None,
+    cache: Annotated[
+        Optional[Path], typer.Option("--cache", help="Reply cache folder (default ~/.cache/radvqa/predict).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+) -> None:
+    """Ask a served vision model every benchmark question (API key from RADVQA_API_KEY or OPENAI_API_KEY)."""
+    from .predict import BLIND_MODES, load_predict_settings
+    from .predict import predict as run_predict
+
+    with _errors():
+        if blind is not None and blind not in BLIND_MODES:
+            raise typer.BadParameter(f"expected one of {', '.join(BLIND_MODES)}", param_hint="--blind")
+        result = run_predict(
+            dataset, out, endpoint, model, root=root, blind=blind, concurrency=concurrency,
+            settings=load_predict_settings(config), cache_dir=cache, progress=_progress(quiet),
+        )
+        if not quiet:
+            for line in result.lines():
+                _say(line)
 
 
 @app.command()
@@ -446,11 +511,12 @@ def _finish_validation(report: object, json_report: Path | None, show: int, quie
         raise typer.Exit(1)
 
 
-def _check_json(json_report: Path | None) -> None:
+def _check_json(report: Path | None, flag: str = "--json") -> None:
+    """A report destination is checked before the work, so a bad path never loses the report."""
     from .ownership import check_file_destination
 
-    if json_report is not None:
-        check_file_destination(json_report, "--json")
+    if report is not None:
+        check_file_destination(report, flag)
 
 
 @app.command("validate-distractors")

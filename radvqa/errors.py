@@ -53,8 +53,20 @@ class EvaluateError(RadVQAError):
     """A benchmark, predictions or dataset file cannot be scored or audited."""
 
 
-class JudgeError(RadVQAError):
+class EndpointError(RadVQAError):
+    """An OpenAI-compatible chat endpoint failed; ``status`` is the HTTP status when it answered."""
+
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+class JudgeError(EndpointError):
     """The LLM judge endpoint failed, answered malformed data, or its config is wrong."""
+
+
+class PredictError(EndpointError):
+    """``radvqa predict`` cannot run: a bad config, image, output file or model endpoint."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

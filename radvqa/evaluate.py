@@ -27,11 +27,11 @@ import orjson
 
 from .errors import EvaluateError
 from .generate import INSTRUCT_SLOTS, LETTERS
+from .metrics import ImageInfo, Metrics, Scored, compute_metrics
 from .progress import NullProgress, ProgressBar
 from .taxonomy import Taxonomy, load_taxonomy, taxonomy_from_dict
 
 SLOTS = INSTRUCT_SLOTS
-HEADERS = ("anat open", "anat yes", "anat no", "anat MC", "abn", "path open", "path yes", "path no", "path MC")
 BENCHMARK_GLOB = "benchmark/test-*.jsonl"
 
 # --- text normalisation -------------------------------------------------------------------
@@ -316,8 +316,8 @@ def benchmark_files(path: Path) -> list[Path]:
     return files
 
 
-def dataset_taxonomy(path: Path) -> Taxonomy:
-    """The taxonomy a dataset was made with (from its manifest), else the packaged default."""
+def find_manifest(path: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The manifest of the dataset a benchmark path belongs to (its folder or the one above), if any."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     for candidate in (folder / "manifest.json", folder.parent / "manifest.json"):
@@ -326,10 +326,19 @@ def dataset_taxonomy(path: Path) -> Taxonomy:
                 manifest = orjson.loads(candidate.read_bytes())
             except (OSError, orjson.JSONDecodeError) as exc:
                 raise EvaluateError(f"{candidate}: cannot read manifest ({exc})")
-            recorded = (manifest.get("taxonomy") or {}) if isinstance(manifest, dict) else {}
-            data = recorded.get("data") if isinstance(recorded, dict) else None
-            if isinstance(data, dict):
-                return taxonomy_from_dict(data, f"{candidate} (taxonomy)", str(recorded.get("sha256", "")))
+            return candidate, manifest if isinstance(manifest, dict) else {}
+    return None
+
+
+def dataset_taxonomy(path: Path) -> Taxonomy:
+    """The taxonomy a dataset was made with (from its manifest), else the packaged default."""
+    found = find_manifest(path)
+    if found is not None:
+        candidate, manifest = found
+        recorded = manifest.get("taxonomy") or {}
+        data = recorded.get("data") if isinstance(recorded, dict) else None
+        if isinstance(data, dict):
+            return taxonomy_from_dict(data, f"{candidate} (taxonomy)", str(recorded.get("sha256", "")))
     return load_taxonomy()
 
 
@@ -429,13 +438,26 @@ class EvaluationReport:
     unparseable: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SLOTS})
     missing_examples: list[str] = field(default_factory=list)
     judge: dict[str, Any] | None = None
+    scored: list[Scored] = field(default_factory=list)
+    images: dict[str, ImageInfo] = field(default_factory=dict)
+    options: dict[str, list[int]] = field(default_factory=dict)
+    metrics: Metrics | None = None
 
     def add(self, record: dict[str, Any], correct: bool) -> None:
-        """Count one question in the overall, region and modality tables."""
+        """Count one question in the overall, region and modality tables (and keep it for the metrics)."""
         slot = record["slot"]
         self.overall.add(slot, correct)
         self.by_region.setdefault(str(record["region"]), Table()).add(slot, correct)
         self.by_modality.setdefault(str(record["modality"]), Table()).add(slot, correct)
+        image = str(record.get("image", record["id"]))
+        self.scored.append(Scored(image, slot, str(record["answer"]), correct))
+        if image not in self.images:
+            abnormal = record.get("is_abnormal")
+            self.images[image] = ImageInfo(
+                str(record["region"]), str(record["modality"]), abnormal if isinstance(abnormal, bool) else None
+            )
+        if record["question_type"] == "multiple_choice":
+            self.options.setdefault(slot, []).append(len(record.get("choices") or []))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report."""
@@ -451,15 +473,14 @@ class EvaluationReport:
             "by_region": {k: v.to_dict() for k, v in sorted(self.by_region.items())},
             "by_modality": {k: v.to_dict() for k, v in sorted(self.by_modality.items())},
             "judge": self.judge,
+            "metrics": self.metrics.to_dict() if self.metrics is not None else None,
         }
 
     def lines(self) -> list[str]:
-        """Readable tables: overall, per region, per modality, then counts."""
+        """Readable tables: overall, per region, per modality (each split by normal/abnormal image), then counts."""
         out = [f"{self.questions} questions scored from {', '.join(self.benchmark)}", ""]
-        out += table_lines([("all", self.overall)], "")
-        out += [""] + table_lines(sorted(self.by_region.items()), "region")
-        out += [""] + table_lines(sorted(self.by_modality.items()), "modality")
-        out.append("")
+        if self.metrics is not None:
+            out += self.metrics.lines()
         out.append(f"missing predictions: {sum(self.missing.values())}  unparseable: {sum(self.unparseable.values())}")
         bad = [f"{s} {n}" for s, n in self.unparseable.items() if n]
         if bad:
@@ -471,21 +492,6 @@ class EvaluationReport:
                 f"{self.judge['requests']} requests), {self.judge['unclear']} unclear verdicts"
             )
         return out
-
-
-def table_lines(rows: list[tuple[str, Table]], label: str) -> list[str]:
-    """A fixed-width table: one row per (name, Table), nine accuracy columns plus the average."""
-    width = max([len(label), 8] + [len(name) for name, _ in rows])
-    head = f"{label:<{width}}  " + "  ".join(f"{h:>9}" for h in HEADERS) + f"  {'average':>9}"
-    out = [head, "-" * len(head)]
-    for name, table in rows:
-        cells = [_cell(table.slots[s].accuracy) for s in SLOTS] + [_cell(table.average)]
-        out.append(f"{name:<{width}}  " + "  ".join(f"{c:>9}" for c in cells))
-    return out
-
-
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 # --- the whole evaluation -------------------------------------------------------------------
@@ -510,8 +516,19 @@ def evaluate(
     judge: OpenJudge | None = None,
     allow_missing: bool = False,
     progress: Callable[[int, str], ProgressBar] | None = None,
+    blind: Path | None = None,
+    compare: Path | None = None,
+    replicates: int = 1000,
+    seed: int = 0,
 ) -> EvaluationReport:
-    """Score a predictions file against a benchmark (file or dataset folder)."""
+    """Score a predictions file against a benchmark (file or dataset folder).
+
+    ``blind`` (the same model's text-only run) adds multimodal gain and leakage per column,
+    ``compare`` (another model's run) a paired difference; ``replicates`` bootstrap draws of the
+    images (seeded) give every column its 95% interval.
+    """
+    if replicates < 0:
+        raise EvaluateError(f"--bootstrap {replicates}: must be 0 (no intervals) or more")
     files = benchmark_files(Path(benchmark))
     tax = taxonomy if taxonomy is not None else dataset_taxonomy(Path(benchmark))
     key = answer_key(tax)
@@ -560,4 +577,10 @@ def evaluate(
         for (record, _), verdict in zip(pending, verdicts):
             report.add(record, bool(verdict))
         report.judge = judge.stats()
+    runs = [
+        evaluate(benchmark, path, tax, judge, allow_missing, progress, replicates=0) if path is not None else None
+        for path in (blind, compare)
+    ]
+    blind_run, other_run = ((r.predictions, r.scored) if r is not None else None for r in runs)
+    report.metrics = compute_metrics(report.scored, report.images, report.options, blind_run, other_run, replicates, seed)
     return report

@@ -1,37 +1,28 @@
 """An LLM judge for open answers through any OpenAI-compatible chat-completions endpoint.
 
-Standard library only (``urllib.request``): no client package to install. Each verdict is
+Requests go through :mod:`radvqa.chat` (standard library only, retries and backoff). Each verdict is
 binary (CORRECT / INCORRECT); replies are cached on disk under a hash of (model, prompts,
 question, reference, prediction), so rerunning an evaluation asks nothing twice and gives the
-same numbers. Transient failures (connection errors, HTTP 408/409/429/5xx) are retried with
-exponential backoff; anything else is a one-line JudgeError.
+same numbers. A request that still fails after its retries is a one-line JudgeError.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import string
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from .chat import ChatClient, DiskCache, api_key_from_env, cache_key, default_cache_dir
 from .errors import JudgeError
 from .progress import NullProgress, ProgressBar
 from .resources import check_keys, default_path, load_yaml
-from .writers import write_bytes_atomic
 
 _KEYS = frozenset({"system", "user", "temperature", "max_tokens", "timeout", "retries", "backoff", "workers"})
 _FIELDS = frozenset({"question", "reference", "prediction"})
-_RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _CORRECT = frozenset({"correct", "yes", "true"})
 _INCORRECT = frozenset({"incorrect", "no", "false", "wrong"})
 API_KEY_VARIABLES = ("RADVQA_JUDGE_API_KEY", "OPENAI_API_KEY")
@@ -88,18 +79,6 @@ def load_judge_settings(path: Path | None = None) -> JudgeSettings:
     return settings
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/radvqa/judge`` (``~/.cache/radvqa/judge`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "radvqa" / "judge"
-
-
-def chat_url(url: str) -> str:
-    """The chat-completions URL for a base URL ("http://host:8000/v1" -> ".../v1/chat/completions")."""
-    url = url.rstrip("/")
-    return url if url.endswith("/chat/completions") else f"{url}/chat/completions"
-
-
 def parse_verdict(reply: str) -> bool | None:
     """True for CORRECT, False for INCORRECT, None when the reply says neither first."""
     words = "".join(c if c.isalnum() else " " for c in reply.lower()).split()
@@ -123,49 +102,50 @@ class Judge:
         cache_dir: Path | None = None,
         api_key: str | None = None,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise JudgeError(f"--judge {url}: expected an http:// or https:// URL")
-        self.url = chat_url(url)
-        self.model = model
         self.settings = settings or load_judge_settings()
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.api_key = api_key if api_key is not None else next(
-            (os.environ[v] for v in API_KEY_VARIABLES if os.environ.get(v)), None
+        self.client = ChatClient(
+            url,
+            model,
+            timeout=self.settings.timeout,
+            retries=self.settings.retries,
+            backoff=self.settings.backoff,
+            api_key=api_key if api_key is not None else api_key_from_env(API_KEY_VARIABLES),
+            error=JudgeError,
+            label="judge",
+            flag="--judge",
         )
+        self.url = self.client.url
+        self.model = model
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir("judge")
+        self.cache = DiskCache(self.cache_dir, JudgeError)
         self._lock = threading.Lock()
-        self.answers = self.asked = self.cached = self.requests = self.unclear = 0
+        self.answers = self.asked = self.cached = self.unclear = 0
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests sent so far (retries included)."""
+        return self.client.requests
 
     def cache_key(self, question: str, reference: str, prediction: str) -> str:
         """sha256 of (model, prompts, question, reference, prediction)."""
-        payload = [self.model, self.settings.system, self.settings.user, question, reference, prediction]
-        return hashlib.sha256(orjson.dumps(payload)).hexdigest()
-
-    def _cache_path(self, key: str) -> Path:
-        return self.cache_dir / key[:2] / f"{key}.json"
+        return cache_key([self.model, self.settings.system, self.settings.user, question, reference, prediction])
 
     def verdict(self, question: str, reference: str, prediction: str) -> bool | None:
         """The judge's verdict on one answer (from the cache when asked before)."""
         key = self.cache_key(question, reference, prediction)
-        path = self._cache_path(key)
         with self._lock:
             self.asked += 1
-        if path.is_file():
-            try:
-                entry = orjson.loads(path.read_bytes())
-                with self._lock:
-                    self.cached += 1
-                    self.unclear += entry["verdict"] is None
-                return entry["verdict"]  # type: ignore[no-any-return]
-            except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
-                pass  # a damaged cache entry is asked again and rewritten
+        entry = self.cache.get(key)
+        if entry is not None and "verdict" in entry and entry["verdict"] in (True, False, None):
+            with self._lock:
+                self.cached += 1
+                self.unclear += entry["verdict"] is None
+            return entry["verdict"]  # type: ignore[no-any-return]
         user = self.settings.user.format(question=question, reference=reference, prediction=prediction)
-        reply = self._ask(user)
+        messages = [{"role": "system", "content": self.settings.system}, {"role": "user", "content": user}]
+        reply = self.client.complete(messages, self.settings.temperature, self.settings.max_tokens)
         result = parse_verdict(reply)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(path, orjson.dumps({"verdict": result, "reply": reply, "model": self.model}))
-        except OSError as exc:
-            raise JudgeError(f"{self.cache_dir}: cannot write the judge cache ({exc.strerror or exc})")
+        self.cache.put(key, {"verdict": result, "reply": reply, "model": self.model})
         with self._lock:
             self.unclear += result is None
         return result
@@ -202,48 +182,3 @@ class Judge:
             "requests": self.requests,
             "unclear": self.unclear,
         }
-
-    def _ask(self, user: str) -> str:
-        body = orjson.dumps(
-            {
-                "model": self.model,
-                "messages": [
-                    {"role": "system", "content": self.settings.system},
-                    {"role": "user", "content": user},
-                ],
-                "temperature": self.settings.temperature,
-                "max_tokens": self.settings.max_tokens,
-            }
-        )
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        problem = "no attempt"
-        for attempt in range(self.settings.retries + 1):
-            if attempt:
-                time.sleep(self.settings.backoff * 2 ** (attempt - 1))
-            with self._lock:
-                self.requests += 1
-            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.settings.timeout) as response:
-                    raw = response.read()
-            except urllib.error.HTTPError as exc:
-                problem = f"HTTP {exc.code} {exc.reason}"
-                if exc.code in _RETRY_STATUS:
-                    continue
-                raise JudgeError(f"judge {self.url}: {problem}")
-            except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
-                problem = str(getattr(exc, "reason", exc))
-                continue
-            return _content(raw, self.url)
-        raise JudgeError(f"judge {self.url}: failed after {self.settings.retries + 1} attempts ({problem})")
-
-
-def _content(raw: bytes, url: str) -> str:
-    try:
-        data = orjson.loads(raw)
-        content = data["choices"][0]["message"]["content"]
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-        raise JudgeError(f"judge {url}: reply is not an OpenAI-style chat completion")
-    return content if isinstance(content, str) else ""

@@ -316,3 +316,74 @@ def test_the_datasets_own_taxonomy_gives_the_synonyms(dataset: Path, tmp_path: P
     assert mine.overall.slots["anatomy_open"].correct == len(chest)
     default = evaluate(benchmark_files(dataset)[0], pred, allow_missing=True)
     assert default.overall.slots["anatomy_open"].correct == 0
+
+
+# --- richer columns: balanced, paired, normal/abnormal rows, intervals, blind, compare, html ---
+
+
+def yes_sayer(record: dict[str, Any]) -> str:
+    """Right on open and multiple choice, "yes" to every closed question."""
+    return "Yes." if record["question_type"] == "closed" else perfect(record)
+
+
+def test_always_yes_is_exposed_by_balanced_and_paired_columns(
+    dataset: Path, records: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    pred = predictions_file(tmp_path, [{"id": r["id"], "prediction": yes_sayer(r)} for r in records])
+    report = evaluate(dataset, pred, replicates=200)
+    assert report.metrics is not None
+    rows = {(r.table, r.name, r.subset): r for r in report.metrics.rows}
+    overall = rows[("overall", "all", "all")].values
+    abnormality = [r for r in records if r["slot"] == "abnormality_closed"]
+    prevalence = 100.0 * sum(r["answer"] == "yes" for r in abnormality) / len(abnormality)
+    assert 0 < prevalence < 100
+    assert overall["abnormality_closed"].value == pytest.approx(prevalence)
+    assert overall["abnormality_balanced"].value == pytest.approx(50.0)  # sensitivity 100, specificity 0
+    assert overall["anatomy_closed_yes"].value == 100.0 and overall["anatomy_closed_no"].value == 0.0
+    assert overall["anatomy_paired"].value == 0.0 and overall["pathology_paired"].value == 0.0
+    # Split by image: "yes, abnormal" is right on every abnormal image and wrong on every normal one.
+    normal, abnormal = rows[("overall", "all", "normal")], rows[("overall", "all", "abnormal")]
+    assert normal.values["abnormality_closed"].value == 0.0 and abnormal.values["abnormality_closed"].value == 100.0
+    assert normal.values["abnormality_balanced"].value is None  # one class only
+    images = {r["image"]: r["is_abnormal"] for r in records}
+    assert normal.images == sum(not a for a in images.values()) and abnormal.images == sum(images.values())
+    for (table, name, subset), row in rows.items():
+        if table == "region" and subset == "all":
+            assert rows.get((table, name, "abnormal")) is not None  # every region has its split rows
+    low, high = overall["abnormality_closed"].low, overall["abnormality_closed"].high
+    assert low is not None and high is not None and low < prevalence < high
+    text = "\n".join(report.lines())
+    assert "abn bal" in text and "anat pair" in text and "  normal" in text and "95% intervals" in text
+
+
+def test_blind_compare_and_html_from_the_cli(dataset: Path, records: list[dict[str, Any]], tmp_path: Path) -> None:
+    seen = predictions_file(tmp_path, [{"id": r["id"], "prediction": perfect(r)} for r in records], "seen.jsonl")
+    blind = predictions_file(tmp_path, [{"id": r["id"], "prediction": wrong(r)} for r in records], "blind.jsonl")
+    out, page = tmp_path / "report.json", tmp_path / "report.html"
+    args = ["evaluate", str(dataset), str(seen), "--blind", str(blind), "--compare", str(seen), "--json", str(out),
+            "--html", str(page), "--bootstrap", "100", "--seed", "3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = orjson.loads(out.read_bytes())["metrics"]
+    assert metrics["bootstrap"] == {"replicates": 100, "seed": 3, "unit": "image", "level": 95.0}
+    overall = next(r for r in metrics["rows"] if r["table"] == "overall" and r["subset"] == "all")
+    for column in metrics["columns"]:
+        # all right with the image, all wrong without: a 100-point gain, nothing above chance
+        assert overall["gain"][column]["value"] == 100.0, column
+        assert overall["leakage"][column]["value"] == 0.0
+        assert overall["difference"][column] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    assert "gain" in result.output and "difference" in result.output
+    html = page.read_text()
+    assert html.count("<svg") == 13 and "<script" not in html and "<link" not in html
+    assert html.replace('xmlns="http://www.w3.org/2000/svg"', "").count("http") == 0  # nothing fetched
+    assert "abn bal" in html and "normal images" in html
+    again = tmp_path / "again.json"
+    assert runner.invoke(app, args[:7] + ["--json", str(again), "--bootstrap", "100", "--seed", "3"]).exit_code == 0
+    assert orjson.loads(again.read_bytes())["metrics"] == metrics  # seeded: the same intervals
+
+
+def test_blind_file_must_cover_the_benchmark(dataset: Path, records: list[dict[str, Any]], tmp_path: Path) -> None:
+    seen = predictions_file(tmp_path, [{"id": r["id"], "prediction": perfect(r)} for r in records], "seen.jsonl")
+    blind = predictions_file(tmp_path, [{"id": r["id"], "prediction": "A"} for r in records[:5]], "blind.jsonl")
+    result = runner.invoke(app, ["evaluate", str(dataset), str(seen), "--blind", str(blind)])
+    assert result.exit_code == 1 and "blind.jsonl" in result.output and "have no prediction" in result.output

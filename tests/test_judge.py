@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from radvqa.cli import app
 from radvqa.errors import JudgeError
 from radvqa.evaluate import benchmark_files, evaluate
-from radvqa.judge import Judge, JudgeSettings, chat_url, load_judge_settings, parse_verdict
+from radvqa.chat import chat_url
+from radvqa.judge import Judge, JudgeSettings, load_judge_settings, parse_verdict
 
 runner = CliRunner()
 
