@@ -38,6 +38,7 @@ import orjson
 
 from .errors import EvaluateError, MissingDependencyError
 from .evaluate import LETTERS, AnswerKey, answer_key, dataset_taxonomy, normalise, read_jsonl, score
+from .progress import NullProgress, ProgressBar
 from .taxonomy import Taxonomy
 
 AUDIT_SLOTS: dict[str, tuple[str, ...]] = {
@@ -96,9 +97,14 @@ class Split:
         return sum(len(v) for v in self.groups.values())
 
 
-def _records(files: list[Path]) -> Iterator[dict[str, Any]]:
+def _records(files: list[Path], bar: ProgressBar) -> Iterator[dict[str, Any]]:
+    unreported = 0
     for path in files:
         for number, record in read_jsonl(path):
+            unreported += 1
+            if unreported == 10_000:  # a bar update per record would cost seconds on a full dataset
+                bar.update(unreported)
+                unreported = 0
             missing = [k for k in _KEEP if k not in record]
             if missing:
                 raise EvaluateError(f"{path}:{number}: missing field '{missing[0]}'")
@@ -107,6 +113,7 @@ def _records(files: list[Path]) -> Iterator[dict[str, Any]]:
             ):
                 raise EvaluateError(f"{path}:{number}: multiple-choice answer must be a letter of one of its choices")
             yield record
+    bar.update(unreported)
 
 
 def _train_rates(dataset: Path, max_train: int) -> dict[str, float]:
@@ -124,10 +131,12 @@ def _train_rates(dataset: Path, max_train: int) -> dict[str, float]:
     return rates
 
 
-def load_split(files: list[Path], source: str, rates: dict[str, float] | None = None) -> Split:
+def load_split(
+    files: list[Path], source: str, rates: dict[str, float] | None = None, bar: ProgressBar | None = None
+) -> Split:
     """Read the nine-slot records of ``files`` into audit groups, sampling by id hash at ``rates``."""
     split = Split(source=source, files=[str(f) for f in files])
-    for record in _records(files):
+    for record in _records(files, bar or NullProgress()):
         group = _SLOT_GROUP.get(record["slot"])
         if group is None:
             continue
@@ -137,7 +146,18 @@ def load_split(files: list[Path], source: str, rates: dict[str, float] | None = 
     return split
 
 
-def dataset_splits(dataset: Path, max_train: int = DEFAULT_MAX_TRAIN) -> tuple[Split, Split]:
+def _manifest_records(dataset: Path, parts: list[tuple[str, str]]) -> int | None:
+    """Records of these (config, split) parts by the manifest, for a progress total; None if unknown."""
+    try:
+        records = orjson.loads((dataset / "manifest.json").read_bytes())["records"]
+        return sum(int(records[config][split]) for config, split in parts)
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def dataset_splits(
+    dataset: Path, max_train: int = DEFAULT_MAX_TRAIN, progress: Callable[[int | None, str], ProgressBar] | None = None
+) -> tuple[Split, Split]:
     """(train, evaluation) splits of a dataset folder: instruct train, and the benchmark or val."""
     dataset = Path(dataset)
     if not dataset.is_dir():
@@ -152,8 +172,11 @@ def dataset_splits(dataset: Path, max_train: int = DEFAULT_MAX_TRAIN) -> tuple[S
         source = "instruct val (no benchmark found)"
     if not eval_files:
         raise EvaluateError(f"{dataset}: neither benchmark/test-*.jsonl nor instruct/val-*.jsonl to score on")
-    train = load_split(train_files, "instruct train", _train_rates(dataset, max_train))
-    evaluation = load_split(eval_files, source)
+    scored = ("benchmark", "test") if source == "benchmark" else ("instruct", "val")
+    total = _manifest_records(dataset, [("instruct", "train"), scored])
+    with progress(total, "audit: read") if progress else NullProgress() as bar:
+        train = load_split(train_files, "instruct train", _train_rates(dataset, max_train), bar)
+        evaluation = load_split(eval_files, source, bar=bar)
     for group, records in train.groups.items():
         if not records:
             raise EvaluateError(f"{dataset}: no train questions for slot '{group}'")
@@ -470,6 +493,7 @@ def audit_splits(
     max_gain: float = DEFAULT_MAX_GAIN,
     z: float = Z,
     dataset: str = "",
+    progress: Callable[[int | None, str], ProgressBar] | None = None,
 ) -> AuditReport:
     """Fit every text-only model on ``train`` and compare it with the baseline on ``evaluation``."""
     key = answer_key(taxonomy)
@@ -483,7 +507,7 @@ def audit_splits(
         max_gain=max_gain,
         z=z,
     )
-    for group in AUDIT_SLOTS:
+    for group in _ticking(evaluation, progress):
         fit, test = train.groups[group], evaluation.groups[group]
         if not test:
             continue
@@ -506,17 +530,26 @@ def audit_splits(
     return report
 
 
+def _ticking(evaluation: Split, progress: Callable[[int | None, str], ProgressBar] | None) -> Iterator[str]:
+    """The audit groups, advancing a bar by each group's questions once it is scored."""
+    with progress(evaluation.size, "audit: fit and score") if progress else NullProgress() as bar:
+        for group in AUDIT_SLOTS:
+            yield group
+            bar.update(len(evaluation.groups[group]))
+
+
 def audit_dataset(
     dataset: Path,
     max_gain: float = DEFAULT_MAX_GAIN,
     z: float = Z,
     max_train: int = DEFAULT_MAX_TRAIN,
     taxonomy: Taxonomy | None = None,
+    progress: Callable[[int | None, str], ProgressBar] | None = None,
 ) -> AuditReport:
     """Run the text-only shortcut audit on a dataset folder made by ``radvqa generate``."""
     _sklearn()
     if max_gain < 0:
         raise EvaluateError(f"--max-gain {max_gain}: must be >= 0")
-    train, evaluation = dataset_splits(Path(dataset), max_train)
+    train, evaluation = dataset_splits(Path(dataset), max_train, progress)
     tax = taxonomy if taxonomy is not None else dataset_taxonomy(Path(dataset))
-    return audit_splits(train, evaluation, tax, max_gain=max_gain, z=z, dataset=str(dataset))
+    return audit_splits(train, evaluation, tax, max_gain=max_gain, z=z, dataset=str(dataset), progress=progress)

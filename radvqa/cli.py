@@ -2,6 +2,12 @@
 
 No logic lives here. Known errors (RadVQAError) print ``ERROR: ...`` on stderr and exit 1;
 usage errors exit 2 (typer); anything else is a bug and shows a traceback only with --debug.
+
+Conventions, enforced in one place (``_Conventions``) for every command: arguments and option
+values are upper-case metavars (``DATASET``, ``DEST``, ``PATH``), a flag shows no value, the
+dataset is the positional ``DATASET`` and a destination is ``-o/--output DEST`` (``--out`` is a
+hidden, deprecated alias). Heavy libraries (pandas, numpy, pyarrow) are imported inside the
+commands, so ``radvqa --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,9 +16,10 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from . import __version__
 from .config import Config, load_config
@@ -21,11 +28,101 @@ from .progress import ProgressBar, progress_bar
 from .taxonomy import load_taxonomy
 from .templates import load_templates
 
-app = typer.Typer(
+# typer's type labels as click's classic upper-case metavars.
+_TYPE_METAVARS = {"int": "INTEGER", "str": "TEXT", "list[str]": "TEXT", "list[path]": "PATH"}
+# Words a user may put after a flag believing it takes a value (``--overwrite true``).
+_BOOL_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "y", "n", "t", "f", "1", "0"})
+_OUTPUT, _OLD_OUTPUT = "--output", "--out"
+
+
+def _metavar(param: Any, ctx: Any) -> str | None:
+    """The one notation: ``NAME`` for arguments and option values, nothing for flags."""
+    if isinstance(param, TyperArgument):
+        return param.metavar or (param.name or "").upper()
+    if not isinstance(param, TyperOption):
+        return param.metavar  # type: ignore[no-any-return]
+    if param.is_flag or param.count:
+        return ""
+    if param.metavar:
+        return param.metavar  # type: ignore[no-any-return]
+    label = param.display_type(ctx).strip("<>").removesuffix(" range") if hasattr(param, "display_type") else ""
+    return _TYPE_METAVARS.get(label, label.upper()) or None
+
+
+class _Conventions:
+    """Mixed into radvqa's command and group classes: metavars, usage line, argument checks."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            param.metavar = _metavar(param, ctx)
+            if isinstance(param, TyperArgument):  # typer would print "ROOT <path>": the name says enough
+                setattr(param, "display_type_rich", lambda ctx: None)
+        return params
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """Click's usage notation: ``DATASET`` required, ``[ROOT]`` optional."""
+        pieces: list[str] = super().collect_usage_pieces(ctx)  # type: ignore[misc]
+        arguments = [p for p in self.get_params(ctx) if isinstance(p, TyperArgument)]
+        if not arguments:
+            return pieces
+        kept = [piece for piece in pieces if piece.strip("[]{}.") not in {a.metavar for a in arguments}]
+        for argument in arguments:
+            name = (argument.metavar or "") + ("..." if argument.nargs != 1 else "")
+            kept.append(name if argument.required else f"[{name}]")
+        return kept
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Map the deprecated ``--out`` to ``--output``; refuse a value after a flag."""
+        params = [p for p in self.get_params(ctx) if isinstance(p, TyperOption)]
+        names = {name for p in params for name in (*p.opts, *p.secondary_opts)}
+        flags = {name: p for p in params if p.is_flag for name in (*p.opts, *p.secondary_opts)}
+        args = list(args)
+        for i, token in enumerate(args):
+            if token == "--" or (isinstance(self, TyperGroup) and not token.startswith("-")):
+                break  # a group checks its own options only, up to the command name
+            if _OUTPUT in names and _OLD_OUTPUT not in names and token.split("=")[0] == _OLD_OUTPUT:
+                args[i] = _OUTPUT + token[len(_OLD_OUTPUT) :]
+                typer.echo("warning: --out is deprecated; use -o/--output", err=True)
+            if token in flags and i + 1 < len(args) and args[i + 1].lower() in _BOOL_WORDS:
+                raise typer.BadParameter(
+                    f"a flag takes no value; drop '{args[i + 1]}' (or write ./{args[i + 1]} for a path of that name)",
+                    ctx=ctx,
+                    param=flags[token],
+                )
+        return super().parse_args(ctx, args)  # type: ignore[misc,no-any-return]
+
+
+class _Command(_Conventions, TyperCommand):
+    """A radvqa command."""
+
+
+class _Group(_Conventions, TyperGroup):
+    """The radvqa command group."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """List every command with its whole first sentence (click cuts it at ~45 characters)."""
+        commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
+        rows = [(name, cmd.get_short_help_str(limit=200)) for name, cmd in commands if cmd and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class _App(typer.Typer):
+    """typer.Typer whose commands follow radvqa's conventions (see ``_Conventions``)."""
+
+    def command(self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _App(
+    cls=_Group,
     help="Turn a local RadImageNet copy into a radiologic visual-question-answering dataset.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: importing rich for it would cost ~0.3 s per call
 )
 
 
@@ -57,7 +154,7 @@ def _errors(unreadable_exit: int = 1) -> Iterator[None]:
         raise typer.Exit(unreadable_exit if isinstance(error, DatasetError) else 1)
 
 
-def _progress(quiet: bool) -> Callable[[int, str], ProgressBar]:
+def _progress(quiet: bool) -> Callable[[int | None, str], ProgressBar]:
     return lambda total, desc: progress_bar(total, desc, quiet=quiet, unit="rec")
 
 
@@ -85,6 +182,7 @@ TemplatesOpt = Annotated[
 ]
 TaxonomyOpt = Annotated[Optional[Path], typer.Option("--taxonomy", help="Taxonomy YAML (see configs/taxonomy.yaml).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
+DatasetArg = Annotated[Path, typer.Argument(metavar="DATASET", help="Dataset folder made by `radvqa generate`.")]
 
 
 def _load_config(config: Path | None, **overrides: object) -> Config:
@@ -94,9 +192,11 @@ def _load_config(config: Path | None, **overrides: object) -> Config:
 @app.command()
 def generate(
     root: Annotated[Optional[Path], typer.Argument(help="RadImageNet copy (folder holding radiology_ai/).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the dataset.")] = Path("radvqa-out"),
+    out: Annotated[
+        Path, typer.Option(_OUTPUT, "-o", metavar="DEST", help="Dataset folder to write.")
+    ] = Path("radvqa-out"),
     sample: Annotated[
-        bool, typer.Option("--sample", help="Build the built-in sample copy inside OUT and generate from it.")
+        bool, typer.Option("--sample", help="Build the built-in sample copy inside DEST and generate from it.")
     ] = False,
     config: ConfigOpt = None,
     templates: TemplatesOpt = None,
@@ -111,7 +211,7 @@ def generate(
     normal_fraction: Annotated[
         Optional[float], typer.Option(help="Share of normal benchmark images per region, at most 0.25.")
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous output in OUT.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous output in DEST.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Generate captions and nine questions per CT/MRI image as sharded JSONL."""
@@ -140,7 +240,9 @@ def generate(
 @app.command("split")
 def split_command(
     root: Annotated[Path, typer.Argument(help="RadImageNet copy (folder holding radiology_ai/).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write (a .json report is written beside it).")],
+    out: Annotated[
+        Path, typer.Option(_OUTPUT, "-o", metavar="DEST", help="CSV to write (a .json report is written beside it).")
+    ],
     stratify: Annotated[
         bool, typer.Option("--stratify/--no-stratify", help="Stratified benchmark (default) or a plain random draw.")
     ] = True,
@@ -179,7 +281,9 @@ def split_command(
 
 @app.command("make-sample")
 def make_sample(
-    dest: Annotated[Path, typer.Argument(help="Folder to create the sample copy in (must not exist or be empty).")],
+    dest: Annotated[
+        Path, typer.Argument(metavar="DEST", help="Folder to create the sample copy in (must not exist or be empty).")
+    ],
     images_per_class: Annotated[int, typer.Option(help="Images per class (about), at least 1.")] = 10,
     taxonomy: TaxonomyOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous sample in DEST.")] = False,
@@ -269,7 +373,9 @@ def predict(
         str, typer.Option("--endpoint", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")
     ],
     model: Annotated[str, typer.Option("--model", help="Model name sent with every request.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Predictions JSONL; an existing file is resumed.")],
+    out: Annotated[
+        Path, typer.Option(_OUTPUT, "-o", metavar="DEST", help="Predictions JSONL; an existing file is resumed.")
+    ],
     root: Annotated[
         Optional[Path], typer.Option("--root", help="RadImageNet copy (default: the manifest's source root).")
     ] = None,
@@ -309,7 +415,7 @@ def predict(
 
 @app.command()
 def audit(
-    out: Annotated[Path, typer.Argument(help="Dataset folder made by `radvqa generate`.")],
+    dataset: DatasetArg,
     max_gain: Annotated[
         float, typer.Option("--max-gain", help="Points a text-only model may beat the no-information baseline by.")
     ] = 5.0,
@@ -320,6 +426,7 @@ def audit(
             "--max-train", min=1, help="Train questions per slot to fit on (a fixed hash-chosen subset beyond)."
         ),
     ] = 50_000,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Text-only shortcut audit: exit 1 when a model without the image beats chance by > --max-gain."""
     from .audit import audit_dataset
@@ -327,7 +434,7 @@ def audit(
 
     with _errors():
         _check_json(json_out)
-        report = audit_dataset(out, max_gain=max_gain, max_train=max_train)
+        report = audit_dataset(dataset, max_gain=max_gain, max_train=max_train, progress=_progress(quiet))
         for line in report.lines():
             typer.echo(line)
         if json_out is not None:
@@ -341,9 +448,9 @@ def audit(
 
 @app.command("export")
 def export(
-    out: Annotated[Path, typer.Argument(help="Dataset folder written by 'radvqa generate'.")],
+    dataset: DatasetArg,
     format: Annotated[str, typer.Option("--format", "-f", help="llava | sharegpt | hf-parquet | vlmevalkit.")],
-    dest: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the export into.")],
+    dest: Annotated[Path, typer.Option(_OUTPUT, "-o", metavar="DEST", help="Folder to write the export into.")],
     group: Annotated[
         str, typer.Option("--group", help="llava/sharegpt: one conversation per 'question' or per 'image'.")
     ] = "question",
@@ -371,7 +478,7 @@ def export(
 
     with _errors():
         result = export_dataset(
-            out,
+            dataset,
             dest,
             format,
             group=group,
@@ -388,11 +495,14 @@ def export(
 
 @app.command("stats")
 def stats(
-    out: Annotated[Path, typer.Argument(help="Dataset folder written by 'radvqa generate'.")],
+    dataset: DatasetArg,
     report: Annotated[
         Optional[Path],
         typer.Option(
-            "--out", "-o", help="Report folder for stats.md and PNG charts (default: OUT/stats; the card embeds them)."
+            _OUTPUT,
+            "-o",
+            metavar="DEST",
+            help="Report folder for stats.md and PNG charts (default: DATASET/stats; the card embeds them).",
         ),
     ] = None,
     quiet: QuietOpt = False,
@@ -400,21 +510,22 @@ def stats(
     """Count records per split, region, modality, pathology and slot; check letter and yes/no balance."""
     from .card import STATS_FOLDER, write_card
     from .dataset_files import load_manifest
-    from .stats import compute_stats, require_matplotlib, tables, to_text, write_report
-
     from .ownership import check_folder_destination
+    from .stats import can_draw_charts, compute_stats, tables, to_text, write_report
 
     with _errors():
-        require_matplotlib()
-        manifest = load_manifest(out)
-        folder = report if report is not None else out / STATS_FOLDER
+        manifest = load_manifest(dataset)
+        folder = report if report is not None else dataset / STATS_FOLDER
         check_folder_destination(folder, "report folder")
-        result = compute_stats(out, manifest, progress=_progress(quiet))
+        result = compute_stats(dataset, manifest, progress=_progress(quiet))
         for table in tables(result):
             typer.echo(to_text(table))
-        written = write_report(result, folder, manifest)
-        if report is None or report.resolve() == (out / STATS_FOLDER).resolve():
-            write_card(out, manifest)  # the card embeds the charts it finds in OUT/stats
+        charts = can_draw_charts()
+        if not charts:
+            _say("note: no PNG charts, matplotlib is not installed (pip install 'radvqa[stats]')")
+        written = write_report(result, folder, manifest, charts=charts)
+        if report is None or report.resolve() == (dataset / STATS_FOLDER).resolve():
+            write_card(dataset, manifest)  # the card embeds the charts it finds in DATASET/stats
         if not quiet:
             _say(f"wrote {written.markdown} and {len(written.charts)} charts")
 
@@ -425,7 +536,9 @@ def stats(
 @app.command("ingest-dicom")
 def ingest_dicom_command(
     input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="Folder of DICOM files (any names, any nesting).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="ROOT folder for the RadImageNet-shaped copy.")],
+    out: Annotated[
+        Path, typer.Option(_OUTPUT, "-o", metavar="DEST", help="Folder for the RadImageNet-shaped copy (a ROOT).")
+    ],
     labels: Annotated[
         Path,
         typer.Option(
@@ -456,7 +569,7 @@ def ingest_dicom_command(
     ] = None,
     taxonomy: TaxonomyOpt = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous copy in ROOT (start clean).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous copy in DEST (start clean).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Convert DICOM CT/MR studies into RadImageNet-style PNG slices that `generate` reads."""
@@ -521,7 +634,7 @@ def _check_json(report: Path | None, flag: str = "--json") -> None:
 
 @app.command("validate-distractors")
 def validate_distractors_command(
-    out: Annotated[Path, typer.Argument(help="Dataset folder made by `radvqa generate`.")],
+    dataset: DatasetArg,
     json_report: JsonReportOpt = None,
     workers: ValidateWorkersOpt = 1,
     show: ShowOpt = 5,
@@ -532,13 +645,13 @@ def validate_distractors_command(
 
     with _errors(unreadable_exit=2):
         _check_json(json_report)
-        report = validate_distractors(out, workers=workers, progress=_progress(quiet))
+        report = validate_distractors(dataset, workers=workers, progress=_progress(quiet))
         _finish_validation(report, json_report, show, quiet)
 
 
 @app.command("validate")
 def validate_command(
-    out: Annotated[Path, typer.Argument(help="Dataset folder made by `radvqa generate`.")],
+    dataset: DatasetArg,
     root: Annotated[
         Optional[Path], typer.Option("--root", help="RadImageNet copy: check that every image exists under it.")
     ] = None,
@@ -552,7 +665,7 @@ def validate_command(
 
     with _errors(unreadable_exit=2):
         _check_json(json_report)
-        report = validate_dataset(out, root=root, workers=workers, progress=_progress(quiet))
+        report = validate_dataset(dataset, root=root, workers=workers, progress=_progress(quiet))
         _finish_validation(report, json_report, show, quiet)
 
 

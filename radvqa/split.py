@@ -429,13 +429,13 @@ def check_split_destination(path: Path, overwrite: bool) -> None:
     from .ownership import check_file_destination
 
     if Path(path).suffix.lower() == ".json":
-        raise OutputError(f"--out {path}: the split file is a CSV (its report is written beside it as .json)")
+        raise OutputError(f"--output {path}: the split file is a CSV (its report is written beside it as .json)")
     for target, ours in ((Path(path), _is_split_table), (report_path(path), _is_split_report)):
-        check_file_destination(target, "--out")
+        check_file_destination(target, "--output")
         if not target.exists():
             continue
         if not ours(target):
-            raise OutputError(f"--out {target}: exists and was not written by `radvqa split`; choose another name")
+            raise OutputError(f"--output {target}: exists and was not written by `radvqa split`; choose another name")
         if not overwrite:
             raise OutputError(f"{target}: exists; pass --overwrite to replace it")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .dataset_files import SPLIT_ORDER, at, dataset_parts, iter_rows, load_manifest
-from .errors import DatasetError, MissingDependencyError
+from .errors import DatasetError
 from .generate import INSTRUCT_SLOTS, LETTERS, SLOT_TYPE
 from .progress import NullProgress, ProgressBar
 from .writers import write_bytes_atomic, writing
@@ -360,24 +360,27 @@ class StatsReport:
     charts: list[Path]
 
 
-def write_report(stats: DatasetStats, report_dir: Path, manifest: dict[str, Any] | None = None) -> StatsReport:
-    """Write ``stats.md`` and the PNG charts into ``report_dir`` (created if needed)."""
+def write_report(
+    stats: DatasetStats, report_dir: Path, manifest: dict[str, Any] | None = None, charts: bool = True
+) -> StatsReport:
+    """Write ``stats.md`` (and, with ``charts``, the PNG charts) into ``report_dir`` (created if needed)."""
     report_dir = Path(report_dir)
     with writing(report_dir):
         report_dir.mkdir(parents=True, exist_ok=True)
-    from .charts import write_charts
+    written: list[Path] = []
+    if charts:
+        from .charts import write_charts
 
-    charts = write_charts(stats, report_dir)
+        written = write_charts(stats, report_dir)
     markdown = report_dir / REPORT_NAME
-    write_bytes_atomic(markdown, report_markdown(stats, charts, manifest).encode())
-    return StatsReport(markdown, charts)
+    write_bytes_atomic(markdown, report_markdown(stats, written, manifest).encode())
+    return StatsReport(markdown, written)
 
 
-def require_matplotlib() -> None:
-    """Raise MissingDependencyError naming the extra when matplotlib is absent."""
+def can_draw_charts() -> bool:
+    """Whether matplotlib (the ``stats`` extra) is installed, so charts can be drawn."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise MissingDependencyError(
-            "radvqa stats needs matplotlib for its charts", hint="pip install 'radvqa[stats]'"
-        ) from None
+        return False
+    return True

@@ -147,3 +147,34 @@ def test_missing_scikit_learn_names_the_extra(monkeypatch: pytest.MonkeyPatch, t
     with pytest.raises(MissingDependencyError) as info:
         audit_dataset(tmp_path)
     assert "radvqa[audit]" in str(info.value.hint)
+
+
+class RecordingBar:
+    """A progress bar that remembers what it was told (the ProgressBar protocol)."""
+
+    def __init__(self, total: int | None, desc: str, log: list["RecordingBar"]) -> None:
+        self.total, self.desc, self.done, self.closed = total, desc, 0, False
+        log.append(self)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> "RecordingBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def test_audit_reports_progress_through_the_progress_factory(fair_dataset: Path) -> None:
+    bars: list[RecordingBar] = []
+    report = audit_dataset(fair_dataset, max_train=500, progress=lambda total, desc: RecordingBar(total, desc, bars))
+    records = orjson.loads((fair_dataset / "manifest.json").read_bytes())["records"]
+    read, fit = bars
+    assert (read.desc, read.total) == ("audit: read", records["instruct"]["train"] + records["benchmark"]["test"])
+    assert read.done == read.total  # every record read was counted, once
+    assert (fit.desc, fit.total, fit.done) == ("audit: fit and score", report.eval_questions, report.eval_questions)
+    assert read.closed and fit.closed

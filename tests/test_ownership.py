@@ -141,15 +141,15 @@ def test_split_destination_checked_before_reading_the_copy(tmp_path: Path, tiny_
     folder = tmp_path / "a-folder"
     folder.mkdir()
     code, output = run("split", tiny_copy, "-o", folder)
-    assert (code, output) == (1, f"ERROR: --out {folder}: is a folder; give a file name\n")
+    assert (code, output) == (1, f"ERROR: --output {folder}: is a folder; give a file name\n")
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     code, output = run("split", tiny_copy, "-o", blocker / "splits.csv")
-    assert (code, output) == (1, f"ERROR: --out {blocker}: cannot be created, {blocker} is a file\n")
+    assert (code, output) == (1, f"ERROR: --output {blocker}: cannot be created, {blocker} is a file\n")
     mine = tmp_path / "mine.csv"
     mine.write_text("a,b\n1,2\n")
     code, output = run("split", tiny_copy, "-o", mine, "--overwrite")
-    assert (code, output) == (1, f"ERROR: --out {mine}: exists and was not written by `radvqa split`; choose another name\n")
+    assert (code, output) == (1, f"ERROR: --output {mine}: exists and was not written by `radvqa split`; choose another name\n")
     assert mine.read_text() == "a,b\n1,2\n" and not (tmp_path / "mine.json").exists()
     ours = tmp_path / "splits.csv"
     assert run("split", tiny_copy, "-o", ours, "--quiet")[0] == 0
