@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from .errors import OutputError
+from .source import printable
 
 # Reads a folder's record: the relative paths a previous radvqa run wrote there, None when none.
 OwnedFiles = Callable[[Path], "list[str] | None"]
@@ -50,7 +51,7 @@ def safe_relative(paths: Iterable[str]) -> list[str]:
 
 def describe(folder: Path) -> str:
     """'a, b, c and 4 more': what a folder holds, for a refusal message."""
-    names = sorted(os.fsdecode(n).encode("utf-8", "backslashreplace").decode() for n in os.listdir(folder))
+    names = sorted(printable(name) for name in os.listdir(folder))
     shown = ", ".join(names[:_SHOWN])
     return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
 
@@ -81,10 +82,9 @@ def _check_creatable(folder: Path, flag: str = "") -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise OutputError(f"{label}{folder}: cannot be created, {probe} is a file")
-    if probe == folder.absolute() and not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{label}{folder}: not writable")
-    if probe != folder.absolute() and not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{label}{folder}: cannot be created, {probe} is not writable")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == folder.absolute() else f"cannot be created, {probe} is "
+        raise OutputError(f"{label}{folder}: {where}not writable")
 
 
 def check_output(out: Path, overwrite: bool, owned: OwnedFiles, what: str = "output folder") -> list[str]:
@@ -113,8 +113,14 @@ def claim_output(out: Path, overwrite: bool, owned: OwnedFiles, what: str = "out
     names = set(listed)
     removed = []
     folders: set[Path] = set()
+    inside: dict[Path, bool] = {}  # per folder: still inside ``out`` once links are resolved
+    real_out = out.resolve()
     for rel in listed:
         target = out / rel
+        if target.parent not in inside:
+            inside[target.parent] = target.parent.resolve().is_relative_to(real_out)
+        if not inside[target.parent]:
+            continue  # a folder link in the way: what it points to is not ours
         if target.is_file() or target.is_symlink():
             _unlink(target)
             removed.append(rel)

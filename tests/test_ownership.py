@@ -184,3 +184,14 @@ def test_a_refused_write_is_one_output_error(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=f"^{target}: cannot write"):
         write_json(target, {"a": 1})
     assert tree(tmp_path) == ["taken"]
+
+
+def test_a_record_cannot_reach_through_a_folder_link(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "shard.jsonl").write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "alignment").symlink_to(elsewhere)
+    removed = claim_output(out, True, lambda folder: ["alignment/shard.jsonl"])
+    assert removed == [] and (elsewhere / "shard.jsonl").read_text() == "keep"
