@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 # public name -> the submodule that defines it
 _EXPORTS = {
+    "build_gallery": "browse",
     "Config": "config",
     "load_config": "config",
     "GenerateResult": "dataset",
@@ -33,6 +34,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from .browse import build_gallery
     from .config import Config, load_config
     from .dataset import GenerateResult, generate_dataset
     from .errors import RadVQAError

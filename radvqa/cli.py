@@ -669,5 +669,55 @@ def validate_command(
         _finish_validation(report, json_report, show, quiet)
 
 
+# -- browse ------------------------------------------------------------------------------------
+
+
+@app.command("browse")
+def browse_command(
+    dataset: DatasetArg,
+    dest: Annotated[
+        Path, typer.Option(_OUTPUT, "-o", metavar="DEST", help="Folder to write the gallery into (index.html).")
+    ],
+    root: Annotated[
+        Optional[Path],
+        typer.Option("--root", help="RadImageNet copy to read the images from (default: the manifest's source root)."),
+    ] = None,
+    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Images per class and split.")] = 4,
+    split: Annotated[
+        Optional[list[str]], typer.Option("--split", help="Only this split (repeatable): train, val, test.")
+    ] = None,
+    benchmark: Annotated[
+        bool, typer.Option("--benchmark", help="Every benchmark image (the test split), not a per-class sample.")
+    ] = False,
+    single_file: Annotated[
+        bool, typer.Option("--single-file", help="One self-contained index.html (images as data URLs).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the per-class sample.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous gallery in the folder.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a static offline gallery (open index.html from disk) of a stratified sample of a dataset."""
+    from .browse import build_gallery
+
+    with _errors():
+        result = build_gallery(
+            dataset,
+            dest,
+            root=root,
+            per_class=per_class,
+            splits=tuple(split) if split else None,
+            benchmark=benchmark,
+            single_file=single_file,
+            overwrite=overwrite,
+            seed=seed,
+            progress=_progress(quiet),
+        )
+        for warning in result.warnings:
+            _say(f"warning: {warning}")
+        if not quiet:
+            for line in result.lines():
+                _say(line)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
