@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
@@ -27,6 +27,9 @@ from .errors import RadVQAError
 from .progress import ProgressBar, progress_bar
 from .taxonomy import load_taxonomy
 from .templates import load_templates
+
+if TYPE_CHECKING:
+    from .executors import ExecutorSpec
 
 # typer's type labels as click's classic upper-case metavars.
 _TYPE_METAVARS = {"int": "INTEGER", "str": "TEXT", "list[str]": "TEXT", "list[path]": "PATH"}
@@ -142,9 +145,14 @@ def _errors(unreadable_exit: int = 1) -> Iterator[None]:
     all (DatasetError) means nothing was checked.
     """
     from .errors import DatasetError
+    from .executors import Interrupted, signal_number, signals
 
     try:
-        yield
+        with signals():
+            yield
+    except Interrupted as stop:
+        _say(str(stop))
+        raise typer.Exit(stop.exit_code)
     except RadVQAError as error:
         if _State.debug:
             raise
@@ -152,6 +160,12 @@ def _errors(unreadable_exit: int = 1) -> Iterator[None]:
         if error.hint:
             _say(f"hint: {error.hint}")
         raise typer.Exit(unreadable_exit if isinstance(error, DatasetError) else 1)
+    except BaseException as error:  # SIGINT / SIGTERM outside a worker pool
+        signum = signal_number(error)
+        if signum is None:
+            raise
+        _say("interrupted")
+        raise typer.Exit(128 + signum)
 
 
 def _progress(quiet: bool) -> Callable[[int | None, str], ProgressBar]:
@@ -183,6 +197,27 @@ TemplatesOpt = Annotated[
 TaxonomyOpt = Annotated[Optional[Path], typer.Option("--taxonomy", help="Taxonomy YAML (see configs/taxonomy.yaml).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
 DatasetArg = Annotated[Path, typer.Argument(metavar="DATASET", help="Dataset folder made by `radvqa generate`.")]
+ExecutorOpt = Annotated[
+    str,
+    typer.Option("--executor", metavar="EXECUTOR", help="Where tasks run: local (processes here) or dask (radvqa[dask])."),
+]
+SchedulerOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--scheduler",
+        envvar="DASK_SCHEDULER_ADDRESS",
+        metavar="ADDRESS",
+        help="Existing Dask scheduler, tcp://HOST:8786 (or env DASK_SCHEDULER_ADDRESS); default: a LocalCluster of --workers.",
+    ),
+]
+
+
+def _executor(kind: str, workers: int | None, scheduler: str | None) -> ExecutorSpec:
+    from .executors import ExecutorSpec
+
+    spec = ExecutorSpec(kind=kind, workers=workers or 1, scheduler=scheduler if kind == "dask" else None)
+    spec.check()
+    return spec
 
 
 def _load_config(config: Path | None, **overrides: object) -> Config:
@@ -212,6 +247,11 @@ def generate(
         Optional[float], typer.Option(help="Share of normal benchmark images per region, at most 0.25.")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous output in DEST.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run into DEST (same settings), keeping its shards.")
+    ] = False,
+    executor: ExecutorOpt = "local",
+    scheduler: SchedulerOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Generate captions and nine questions per CT/MRI image as sharded JSONL."""
@@ -220,16 +260,21 @@ def generate(
     with _errors():
         if (root is None) == (not sample):
             raise typer.BadParameter("give a RadImageNet ROOT or --sample (not both)")
+        if resume and sample:
+            raise typer.BadParameter("--resume continues a run from a ROOT, not --sample")
         settings = _load_config(
             config, seed=seed, workers=workers, shard_size=shard_size, benchmark_images=benchmark_images,
             normal_fraction=normal_fraction,
         )
         tax = load_taxonomy(taxonomy)
         tpl = load_templates(templates)
+        spec = _executor(executor, settings.workers, scheduler)
         if root is None:
-            result = generate_sample_dataset(out, settings, tax, tpl, overwrite, _progress(quiet))
+            result = generate_sample_dataset(out, settings, tax, tpl, overwrite, _progress(quiet), spec)
         else:
-            result = generate_dataset(root, out, settings, tax, tpl, overwrite, _progress(quiet), splits)
+            result = generate_dataset(
+                root, out, settings, tax, tpl, overwrite, _progress(quiet), splits, spec, resume=resume
+            )
         for warning in result.warnings:
             _say(f"warning: {warning}")
         if not quiet:
@@ -569,6 +614,8 @@ def ingest_dicom_command(
     ] = None,
     taxonomy: TaxonomyOpt = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    executor: ExecutorOpt = "local",
+    scheduler: SchedulerOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous copy in DEST (start clean).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -596,6 +643,7 @@ def ingest_dicom_command(
             load_windows(windows),
             options,
             progress=lambda total, desc: progress_bar(total, desc, quiet=quiet, unit="img"),
+            executor=_executor(executor, workers, scheduler),
         )
         if not quiet:
             if result.resumed:
@@ -637,6 +685,8 @@ def validate_distractors_command(
     dataset: DatasetArg,
     json_report: JsonReportOpt = None,
     workers: ValidateWorkersOpt = 1,
+    executor: ExecutorOpt = "local",
+    scheduler: SchedulerOpt = None,
     show: ShowOpt = 5,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary lines.")] = False,
 ) -> None:
@@ -645,7 +695,10 @@ def validate_distractors_command(
 
     with _errors(unreadable_exit=2):
         _check_json(json_report)
-        report = validate_distractors(dataset, workers=workers, progress=_progress(quiet))
+        report = validate_distractors(
+            dataset, workers=workers, progress=_progress(quiet),
+            executor=_executor(executor, workers, scheduler),
+        )
         _finish_validation(report, json_report, show, quiet)
 
 
@@ -657,6 +710,8 @@ def validate_command(
     ] = None,
     json_report: JsonReportOpt = None,
     workers: ValidateWorkersOpt = 1,
+    executor: ExecutorOpt = "local",
+    scheduler: SchedulerOpt = None,
     show: ShowOpt = 5,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary lines.")] = False,
 ) -> None:
@@ -665,7 +720,10 @@ def validate_command(
 
     with _errors(unreadable_exit=2):
         _check_json(json_report)
-        report = validate_dataset(dataset, root=root, workers=workers, progress=_progress(quiet))
+        report = validate_dataset(
+            dataset, root=root, workers=workers, progress=_progress(quiet),
+            executor=_executor(executor, workers, scheduler),
+        )
         _finish_validation(report, json_report, show, quiet)
 
 

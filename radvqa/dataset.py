@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import hashlib
 import platform
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
@@ -21,6 +20,8 @@ from . import __version__
 from .card import STATS_FOLDER, write_card
 from .stats import DatasetStats, compute_stats
 from .config import Config, benchmark_settings
+from .errors import OutputError, SplitError
+from .executors import Executor, ExecutorSpec, Job, remove_temporaries
 from .generate import INSTRUCT_SLOTS, Plan, Slice, build_plan, render
 from .progress import NullProgress, ProgressBar
 from .sample import build_sample, sample_files
@@ -28,14 +29,12 @@ from .source import SourceReport, locate, read_source, require_images
 from .split import BENCHMARK, TEST_POOL, balanced_letters, check_benchmark, read_splits, select_benchmark
 from .taxonomy import Taxonomy
 from .templates import TemplateSet
-from .errors import SplitError
 from .ownership import check_output, claim_output, read_record, safe_relative
-from .writers import ShardInfo, shard_count, shard_name, write_json, write_shard
+from .writers import RUN_FILE, ShardInfo, read_shard_info, shard_count, shard_name, write_json, write_shard
 
 CONFIGS = {"alignment": 1, "instruct": len(INSTRUCT_SLOTS), "benchmark": len(INSTRUCT_SLOTS)}  # records per image
 TRAINING_SPLITS = ("train", "val")
 SAMPLE_FOLDER = "radimagenet-sample"
-PENDING = ".radvqa-pending.json"  # what a running generate will write (removed once the manifest is)
 CARD, MANIFEST = "README.md", "manifest.json"
 _CHUNK = 4096  # lines per write
 
@@ -143,51 +142,90 @@ def run_task(task: ShardTask, plan: Plan) -> ShardInfo:
     return write_shard(task.path, _chunks(lines), task.out)
 
 
-_WORKER_PLANS: dict[str, Plan] = {}
+def _write(plans: dict[str, Plan], task: ShardTask) -> ShardInfo:
+    """A worker's task: one shard, with its split's plan."""
+    return run_task(task, plans[task.split])
 
 
-def _init_worker(plans: dict[str, Plan]) -> None:
-    _WORKER_PLANS.update(plans)
-
-
-def _run_in_worker(task: ShardTask) -> ShardInfo:
-    return run_task(task, _WORKER_PLANS[task.split])
+def shard_job(tasks: list[ShardTask], plans: dict[str, Plan]) -> Job[ShardTask, ShardInfo]:
+    """Shards as executor tasks, keyed by their path; progress counts records."""
+    return Job(_write, [(t.path, t) for t in tasks], plans, weight=lambda t, _: t.count, unit="shards written")
 
 
 def run_tasks(
     tasks: list[ShardTask],
     plans: dict[str, Plan],
-    workers: int,
+    executor: Executor,
     bar: ProgressBar,
     later: Callable[[], tuple[list[ShardTask], Plan]] | None = None,
+    done: dict[Path, ShardInfo] | None = None,
 ) -> list[ShardInfo]:
-    """Write every shard, in a process pool when ``workers`` > 1; results in task order.
+    """Write every shard not in ``done`` (a resumed run's finished shards); results in task order.
 
-    ``later`` runs in this process while the pool works and returns more tasks with their
-    plan (the benchmark: its selection reads file sizes, which overlaps with rendering).
+    ``later`` runs in this process once the first shards are submitted and returns more tasks
+    with their plan (the benchmark: its selection reads file sizes, which overlaps with rendering).
     """
-    if workers <= 1:
-        results = [run_task(task, plans[task.split]) for task in _counted(tasks, bar)]
+    done = dict(done or {})
+    order = list(tasks)
+
+    def jobs() -> Iterator[Job[ShardTask, ShardInfo]]:
+        yield shard_job([t for t in tasks if t.path not in done], plans)
         if later is not None:
-            late_tasks, plan = later()
-            results += [run_task(task, plan) for task in _counted(late_tasks, bar)]
-        return results
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(plans,)) as pool:
-        futures = [pool.submit(_run_in_worker, task) for task in tasks]
-        if later is not None:
-            late_tasks, plan = later()
-            futures += [pool.submit(run_task, task, plan) for task in late_tasks]
-            tasks = tasks + late_tasks
-        for future in as_completed(futures):
-            bar.update(tasks[futures.index(future)].count)
-        return [future.result() for future in futures]
+            late, plan = later()
+            order.extend(late)
+            yield shard_job([t for t in late if t.path not in done], {late[0].split: plan} if late else {})
+
+    for path, info in executor.run(jobs(), bar):
+        assert isinstance(path, Path)
+        done[path] = info
+    return [done[task.path] for task in order]
 
 
-def _counted(tasks: list[ShardTask], bar: ProgressBar) -> Iterator[ShardTask]:
-    for task in tasks:
-        yield task
-        bar.update(task.count)
+def run_settings(
+    root: Path, config: Config, taxonomy: Taxonomy, templates: TemplateSet, table: pd.DataFrame, splits: Path | None
+) -> dict[str, Any]:
+    """What makes a run's shards what they are (not the worker count): --resume requires a match."""
+    images = hashlib.sha256(table["key"].to_numpy(dtype=np.uint64).tobytes())
+    images.update(table["split"].astype(str).str.cat(sep="\n").encode())
+    return {
+        "format": "radvqa-run",
+        "radvqa": __version__,
+        "root": str(Path(root).resolve()),
+        "config": {k: v for k, v in config.to_dict().items() if k not in ("workers", "source")},
+        "taxonomy_sha256": taxonomy.sha256,
+        "templates_sha256": templates.sha256,
+        "splits_sha256": hashlib.sha256(Path(splits).read_bytes()).hexdigest() if splits else None,
+        "images_sha256": images.hexdigest(),
+    }
+
+
+def check_resumable(out: Path, settings: dict[str, Any] | None) -> None:
+    """Refuse --resume unless ``out`` holds an unfinished run made with exactly these settings.
+
+    ``settings`` None checks only that there is an unfinished run (before reading the copy).
+    """
+    import orjson
+
+    path = out / RUN_FILE
+    if not path.is_file():
+        what = "a finished dataset (manifest.json)" if (out / "manifest.json").is_file() else "no interrupted run"
+        raise OutputError(f"{out}: holds {what}; nothing to resume")
+    try:
+        previous = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as error:
+        raise OutputError(f"{path}: unreadable ({error}); pass --overwrite to start again") from None
+    if settings is None:
+        return
+    changed = sorted(k for k in settings if not isinstance(previous, dict) or previous.get(k) != settings[k])
+    if changed:
+        raise OutputError(
+            f"{out}: the interrupted run used other settings ({', '.join(changed)}); pass --overwrite to start again"
+        )
+
+
+def finished_shards(out: Path) -> dict[Path, ShardInfo]:
+    """Shards an interrupted run finished (complete by construction: written under a temporary name)."""
+    return {path: read_shard_info(path, out) for name in CONFIGS for path in sorted((out / name).glob("*.jsonl"))}
 
 
 def environment() -> dict[str, str]:
@@ -257,13 +295,26 @@ def generate_dataset(
     overwrite: bool = False,
     progress: Callable[[int, str], ProgressBar] | None = None,
     splits_file: Path | None = None,
+    executor: ExecutorSpec | None = None,
+    resume: bool = False,
 ) -> GenerateResult:
-    """Generate alignment and instruct shards for every train/val image and the benchmark."""
+    """Generate alignment and instruct shards for every train/val image and the benchmark.
+
+    ``executor`` says where shards are written (``config.workers`` workers); ``resume`` keeps
+    the finished shards of an interrupted run into ``out`` made with the same settings.
+    """
     started = time.perf_counter()
     out = Path(out)
+    spec = replace(executor or ExecutorSpec(), workers=config.workers)
+    spec.check()
+    if resume and overwrite:
+        raise OutputError("--resume and --overwrite: give one (continue the earlier run, or replace it)")
     # Reading the --sample copy inside OUT: a rerun keeps it (generate_sample_dataset replaced it).
     owned = partial(dataset_files, sample=Path(root).resolve() != (out / SAMPLE_FOLDER).resolve())
-    check_output(out, overwrite, owned)
+    if resume:
+        check_resumable(out, None)
+    else:
+        check_output(out, overwrite, owned)
     if splits_file is not None and not Path(splits_file).is_file():
         raise SplitError(f"--splits {splits_file}: not found (write it with `radvqa split`)")
     table, report = read_source(root, taxonomy, config.split_ratios, with_sizes=True)
@@ -276,7 +327,11 @@ def generate_dataset(
         report.per_split = {s: int((table["split"] == s).sum()) for s in (*TRAINING_SPLITS, BENCHMARK, TEST_POOL)}
     elif not (table["split"] == "test").any():  # an empty test pool: refused before any work
         check_benchmark(table, np.zeros(0, dtype=np.int64), taxonomy, config.benchmark_images)
-    claim_output(out, overwrite, owned)
+    settings = run_settings(root, config, taxonomy, templates, table, splits_file)
+    if resume:
+        check_resumable(out, settings)
+    else:
+        claim_output(out, overwrite, owned)
     plans: dict[str, Plan] = {}
     tasks: list[ShardTask] = []
     records: dict[str, dict[str, int]] = {c: {} for c in CONFIGS}
@@ -310,16 +365,22 @@ def generate_dataset(
 
     planned = [t.path.relative_to(out).as_posix() for t in tasks]
     planned.append(f"benchmark/{shard_name('test', 0, 1)}")
-    write_json(out / PENDING, {"format": "radvqa-pending", "files": planned + [CARD, MANIFEST]})
+    if not resume:  # the run's settings (for --resume) and what it will write (for --overwrite)
+        write_json(out / RUN_FILE, settings | {"files": planned + [CARD, MANIFEST]})
     # The bar counts train and val records; the benchmark adds about 0.1%.
     bar = progress(sum(t.count for t in tasks), "generate") if progress else NullProgress()
-    with bar:
-        shards = run_tasks(tasks, plans, config.workers, bar, later=benchmark_tasks)
+    folders = [out / name for name in CONFIGS]
+    done = finished_shards(out) if resume else {}
+    if resume:
+        remove_temporaries(folders)
+    rerun = "rerun with --resume to continue, or --overwrite to start again"
+    with bar, Executor(spec, paths=(Path(root), out), temporaries=folders, rerun=rerun) as pool:
+        shards = run_tasks(tasks, plans, pool, bar, later=benchmark_tasks, done=done)
     result = GenerateResult(out=out, source=report, records=records, shards=shards, benchmark=benchmark)
     manifest = build_manifest(root, config, taxonomy, templates, result)
     write_card(out, manifest, card_stats(out, manifest, table, taxonomy))
     write_json(out / MANIFEST, manifest)
-    (out / PENDING).unlink()
+    (out / RUN_FILE).unlink(missing_ok=True)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -345,12 +406,15 @@ def generate_sample_dataset(
     templates: TemplateSet,
     overwrite: bool = False,
     progress: Callable[[int, str], ProgressBar] | None = None,
+    executor: ExecutorSpec | None = None,
 ) -> GenerateResult:
     """Build the synthetic sample copy inside ``out`` and generate a dataset from it."""
     claim_output(Path(out), overwrite, dataset_files)
     root = Path(out) / SAMPLE_FOLDER
     build_sample(root, taxonomy)
-    return generate_dataset(root, out, config, taxonomy, templates, overwrite=True, progress=progress)
+    return generate_dataset(
+        root, out, config, taxonomy, templates, overwrite=True, progress=progress, executor=executor
+    )
 
 
 def dataset_files(out: Path, sample: bool = True) -> list[str] | None:
@@ -370,10 +434,9 @@ def dataset_files(out: Path, sample: bool = True) -> list[str] | None:
     if isinstance(manifest, dict) and manifest.get("format") == "radvqa-dataset":
         found = True
         files += [str(s.get("path", "")) for s in manifest.get("shards", []) if isinstance(s, dict)]
-    pending = read_record(out / PENDING)
-    if pending is not None:
+    if (out / RUN_FILE).is_file():  # an unfinished run: its planned files
         found = True
-        files += pending + [PENDING]
+        files += (read_record(out / RUN_FILE) or []) + [RUN_FILE]
     copy = sample_files(out / SAMPLE_FOLDER)
     if copy is not None:
         found = True

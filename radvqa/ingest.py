@@ -17,14 +17,12 @@ copy therefore never looks complete, and a re-run with the same settings reuses 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +41,7 @@ from .dicom import (
     render_frame,
 )
 from .errors import ConfigError, OutputError, SourceError, did_you_mean
+from .executors import Executor, ExecutorSpec, Job, run_tasks
 from .progress import NullProgress, ProgressBar
 from .source import CSV_NAMES, SPLITS, TOP_FOLDER, hash_split
 from .taxonomy import ImageClass, Taxonomy
@@ -59,7 +58,7 @@ MODALITY_ALIASES = {"MRI": "MR"}
 WINDOW_MODES = ("auto", DICOM_WINDOW)
 FORMAT_VERSION = 1
 _EXAMPLES = 3
-_BATCH = 8  # files per pool task
+_BATCH = 8  # files per pool task (times Executor.per_task on a cluster)
 _GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # What the header scan reads (pydicom skips the rest: about 30% faster than a full header).
@@ -452,28 +451,23 @@ def _read_headers(input_dir: str, rels: list[str]) -> list[tuple[str, Any]]:
     return [(rel, read_header(Path(input_dir) / rel, rel)) for rel in rels]
 
 
-def _headers(input_dir: Path, rels: list[str], pool: ProcessPoolExecutor | None) -> Iterator[tuple[str, Any]]:
-    if pool is None:
-        for rel in rels:
-            yield rel, read_header(input_dir / rel, rel)
-        return
-    chunks = [rels[i : i + _SCAN_CHUNK] for i in range(0, len(rels), _SCAN_CHUNK)]
-    for results in pool.map(_read_headers, [str(input_dir)] * len(chunks), chunks):
-        yield from results
-
-
 def scan(
     input_dir: Path,
     files: list[str],
     report: IngestReport,
     bar: ProgressBar,
-    pool: ProcessPoolExecutor | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, SeriesInfo]:
-    """Read the header of each file (in ``pool`` when given); group the images by SeriesInstanceUID."""
+    """Read the header of each file (batches of files on ``executor``); group the images by SeriesInstanceUID."""
+    executor = executor or Executor()  # default: in this process
+    size = _SCAN_CHUNK * executor.per_task
+    chunks = [files[i : i + size] for i in range(0, len(files), size)]
+    job = Job(_read_headers, list(enumerate(chunks)), str(input_dir), weight=lambda c, _: len(c), unit="header batches read")
+    batches: list[list[tuple[str, Any]]] = run_tasks(executor, job, bar)
+    headers = chain.from_iterable(batches)
     series: dict[str, SeriesInfo] = {}
-    for rel, result in _headers(input_dir, files, pool):
+    for rel, result in headers:
         report.files += 1
-        bar.update(1)
         if isinstance(result, str):
             report.skip(result, rel)
             continue
@@ -725,34 +719,22 @@ def convert_file(task: FileTask) -> FileResult:
     return result
 
 
-def _convert_batch(tasks: list[FileTask]) -> list[FileResult]:
+def _convert_batch(_: None, tasks: list[FileTask]) -> list[FileResult]:
     return [convert_file(task) for task in tasks]
 
 
-@contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """A spawn-context process pool for ``workers`` > 1, else None (work runs in this process)."""
-    if workers <= 1:
-        yield None
-        return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield pool
-
-
-def run_file_tasks(tasks: list[FileTask], pool: ProcessPoolExecutor | None, bar: ProgressBar) -> list[FileResult]:
-    """Convert every file, in ``pool`` when given (batches of files per task)."""
-    results: list[FileResult] = []
-    if pool is None:
-        for task in tasks:
-            results.append(convert_file(task))
-            bar.update(len(task.frames))
-        return results
-    batches = [tasks[i : i + _BATCH] for i in range(0, len(tasks), _BATCH)]
-    futures = {pool.submit(_convert_batch, batch): batch for batch in batches}
-    for future in as_completed(futures):
-        results.extend(future.result())
-        bar.update(sum(len(t.frames) for t in futures[future]))
-    return results
+def run_file_tasks(tasks: list[FileTask], executor: Executor, bar: ProgressBar) -> list[FileResult]:
+    """Convert every file on ``executor`` (batches of files per task); results in file order."""
+    size = _BATCH * executor.per_task
+    batches = [tasks[i : i + size] for i in range(0, len(tasks), size)]
+    job = Job(
+        _convert_batch,
+        list(enumerate(batches)),
+        weight=lambda batch, _: sum(len(t.frames) for t in batch),
+        unit="batches converted",
+    )
+    results: list[list[FileResult]] = run_tasks(executor, job, bar)
+    return list(chain.from_iterable(results))
 
 
 # --- output --------------------------------------------------------------------------------
@@ -890,8 +872,12 @@ def ingest_dicom(
     windows: WindowTable,
     options: IngestOptions,
     progress: Callable[[int, str], ProgressBar] | None = None,
+    executor: ExecutorSpec | None = None,
 ) -> IngestResult:
-    """Turn the DICOM files under ``input_dir`` into a RadImageNet-shaped copy at ``root``."""
+    """Turn the DICOM files under ``input_dir`` into a RadImageNet-shaped copy at ``root``.
+
+    One set of workers (``executor``, ``options.workers`` of them) reads headers and converts.
+    """
     started = time.perf_counter()
     options.check()
     input_dir, root = Path(input_dir), Path(root)
@@ -904,7 +890,10 @@ def ingest_dicom(
     resumed = _resumable(root, print_, options.overwrite)
     make_bar = progress or (lambda total, desc: NullProgress())
     report = IngestReport()
-    with worker_pool(options.workers) as pool:
+    spec = replace(executor or ExecutorSpec(), workers=options.workers)
+    stage = root / STATE_DIR / STAGING
+    rerun = "rerun the same command to resume"
+    with Executor(spec, paths=(input_dir, root), temporaries=(stage,), rerun=rerun) as pool:
         files = list(walk_files(input_dir))
         with make_bar(len(files), "read headers") as bar:
             series = scan(input_dir, files, report, bar, pool)

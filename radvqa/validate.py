@@ -7,22 +7,21 @@ Per-record rules live in :mod:`radvqa.checks`; their outcome is a pure function 
 record minus its id and image, so it is cached on those bytes (bounded): most questions
 repeat verbatim across images of a class.
 
-Shards are independent, so ``workers`` > 1 checks them in a process pool; the benchmark is
-read first so train/val shards can be checked against its images.
+Shards are independent, so they are checked as tasks of :mod:`radvqa.executors` (a process
+pool or a Dask cluster); the benchmark is read first, here, so train/val shards can be checked
+against its images.
 """
 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import re
 import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from .checks import (
 )
 from .config import MATCHED
 from .errors import ConfigError, DatasetError
+from .executors import Executor, ExecutorSpec, Job, run_tasks
 from .generate import INSTRUCT_SLOTS
 from .progress import NullProgress, ProgressBar
 from .taxonomy import Taxonomy, load_taxonomy, taxonomy_from_dict
@@ -404,45 +404,41 @@ def _chunks(path: Path, digest: Any, result: ShardResult) -> Iterator[list[bytes
         raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})")
 
 
-_WORKER: dict[str, _Scanner] = {}
+_SCANNER: list[tuple[_Context, _Scanner]] = []  # this worker's scanner, built once per context
 
 
-def _init_worker(context: _Context) -> None:
-    _WORKER["scanner"] = _Scanner(context)
-
-
-def _scan_in_worker(shard: Shard) -> ShardResult:
-    return _WORKER["scanner"].scan(shard)
+def _scan(context: _Context, shard: Shard) -> ShardResult:
+    """A worker's task: check one shard (the scanner and its outcome cache persist across shards)."""
+    if not _SCANNER or _SCANNER[0][0] is not context:
+        _SCANNER[:] = [(context, _Scanner(context))]
+    return _SCANNER[0][1].scan(shard)
 
 
 def _scan_all(
-    shards: list[Shard], context: _Context, workers: int, bar: ProgressBar, sizes: dict[str, int]
+    shards: list[Shard], context: _Context, executor: Executor, bar: ProgressBar, sizes: dict[str, int]
 ) -> list[ShardResult]:
-    if workers <= 1 or len(shards) <= 1:
-        scanner = _Scanner(context)
-        results = []
-        for shard in shards:
-            results.append(scanner.scan(shard))
-            bar.update(sizes.get(shard.path, results[-1].records))
-        return results
-    pool_context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=pool_context, initializer=_init_worker, initargs=(context,)) as pool:
-        futures = [pool.submit(_scan_in_worker, shard) for shard in shards]
-        results = []
-        for shard, future in zip(shards, futures):
-            results.append(future.result())
-            bar.update(sizes.get(shard.path, results[-1].records))
-        return results
+    job = Job(
+        _scan,
+        [(shard.path, shard) for shard in shards],
+        context,
+        weight=lambda shard, result: sizes.get(shard.path, result.records),
+        unit="shards checked",
+    )
+    return run_tasks(executor, job, bar)
 
 
 # -- the whole dataset ------------------------------------------------------------------------
 
 
 def validate_distractors(
-    out: Path | str, workers: int = 1, progress: Callable[[int, str], ProgressBar] | None = None
+    out: Path | str,
+    workers: int = 1,
+    progress: Callable[[int, str], ProgressBar] | None = None,
+    executor: ExecutorSpec | None = None,
 ) -> Report:
     """Check every multiple-choice and closed question of the instruct and benchmark shards."""
-    return _validate(Path(out), None, workers, progress, full=False)
+    spec = replace(executor or ExecutorSpec(), workers=workers)
+    return _validate(Path(out), None, spec, progress, full=False)
 
 
 def validate_dataset(
@@ -450,13 +446,15 @@ def validate_dataset(
     root: Path | str | None = None,
     workers: int = 1,
     progress: Callable[[int, str], ProgressBar] | None = None,
+    executor: ExecutorSpec | None = None,
 ) -> Report:
     """Every check: records, text, ids, images (under ``root``), shards vs manifest, leaks, distractors."""
-    return _validate(Path(out), Path(root) if root is not None else None, workers, progress, full=True)
+    spec = replace(executor or ExecutorSpec(), workers=workers)
+    return _validate(Path(out), Path(root) if root is not None else None, spec, progress, full=True)
 
 
 def _validate(
-    out: Path, root: Path | None, workers: int, progress: Callable[[int, str], ProgressBar] | None, full: bool
+    out: Path, root: Path | None, spec: ExecutorSpec, progress: Callable[[int, str], ProgressBar] | None, full: bool
 ) -> Report:
     started = time.perf_counter()
     dataset = open_dataset(out)
@@ -476,11 +474,14 @@ def _validate(
     rest = [s for s in shards if s.config != "benchmark"]
     total = sum(sizes.get(s.path, 0) for s in shards)
     bar = progress(total, "validate") if progress else NullProgress()
-    with bar:
-        results = _scan_all(bench, context, 1, bar, sizes)
+    spec.check()
+    paths = (out,) if root is None else (out, root)
+    with bar, Executor(spec if len(rest) > 1 else ExecutorSpec(), paths=paths) as pool:
+        results = _scan_all(bench, context, Executor(), bar, sizes)  # here: later shards need its images
         images = frozenset(i for r in results for i in r.images)
         context = _Context(out, dataset.taxonomy, full, root, images)
-        results += _scan_all(rest, context, workers, bar, sizes)
+        results += _scan_all(rest, context, pool, bar, sizes)
+    _SCANNER.clear()  # in-process runs: do not keep the last dataset's cache alive
     stats: Counter[StatKey] = Counter()
     for result in results:
         report.records += result.records

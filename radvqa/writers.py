@@ -18,6 +18,9 @@ import orjson
 
 from .errors import OutputError
 
+RUN_FILE = ".radvqa-run.json"  # a generate run's settings and planned files while unfinished (--resume)
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     """A finished shard: its path relative to the dataset folder, record count, size, sha256."""
@@ -73,6 +76,18 @@ def write_shard(path: Path, chunks: Iterable[tuple[bytes, int]], relative_to: Pa
     finally:
         if tmp.exists():
             tmp.unlink()
+    return ShardInfo(path.relative_to(relative_to).as_posix(), records, size, digest.hexdigest())
+
+
+def read_shard_info(path: Path, relative_to: Path) -> ShardInfo:
+    """The ShardInfo of a shard already on disk (records are its lines)."""
+    digest = hashlib.sha256()
+    records = size = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+            records += block.count(b"\n")
+            size += len(block)
     return ShardInfo(path.relative_to(relative_to).as_posix(), records, size, digest.hexdigest())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,15 @@ def build_tiny_copy(root: Path, taxonomy: Taxonomy, per_class: int = 10) -> Path
 def tiny_copy(tmp_path: Path, taxonomy: Taxonomy) -> Path:
     """A fresh six-class copy in tmp_path/copy (tests may modify it)."""
     return build_tiny_copy(tmp_path / "copy", taxonomy)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[str]:
+    """One real 2-process Dask LocalCluster for every cluster test: its scheduler address."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()

@@ -8,9 +8,10 @@ from radvqa import dataset
 from radvqa.config import Config
 from radvqa.dataset import generate_dataset
 from radvqa.errors import OutputError
+from radvqa.executors import Interrupted
 from radvqa.taxonomy import Taxonomy
 from radvqa.templates import TemplateSet
-from radvqa.writers import shard_count, shard_name
+from radvqa.writers import RUN_FILE, shard_count, shard_name
 
 
 def concatenated(out: Path, config: str) -> bytes:
@@ -110,14 +111,14 @@ def test_interrupted_shard_leaves_no_finished_looking_file(
     monkeypatch.setattr(dataset, "_CHUNK", 100)
     monkeypatch.setattr(dataset, "_chunks", failing_chunks)
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="interrupted: 0 of 5 shards written; rerun with --resume") as stop:
         generate_dataset(sample_copy, out, config, taxonomy, templates)
-    # no shard, no temporary; only the record of what the run was writing, so --overwrite may clear it
-    assert not list(out.rglob("*.jsonl")) and [p.name for p in out.rglob(".*")] == [dataset.PENDING]
-    assert not (out / "manifest.json").exists()
+    assert stop.value.exit_code == 130
+    assert not list(out.rglob("*.jsonl")) and not list(out.rglob(".*tmp*"))
+    assert not (out / "manifest.json").exists() and (out / RUN_FILE).is_file()
     monkeypatch.undo()
-    generate_dataset(sample_copy, out, config, taxonomy, templates, overwrite=True)
-    assert (out / "manifest.json").is_file() and not (out / dataset.PENDING).exists()
+    generate_dataset(sample_copy, out, config, taxonomy, templates, overwrite=True)  # the run file marks it ours
+    assert (out / "manifest.json").is_file() and not (out / RUN_FILE).exists()
 
 
 # ---- degenerate results and split files (issue 11) ---------------------------------------------
@@ -171,10 +172,10 @@ def test_a_benchmark_missing_a_region_of_the_test_pool_is_an_error(tmp_path: Pat
         1, "ERROR: the benchmark has no image of 1 region(s) the test pool has (knee): their candidates are "
         "unreadable, blank or duplicated; repair or remove those files\n",
     )
-    assert not (out / "manifest.json").exists() and (out / dataset.PENDING).is_file()
+    assert not (out / "manifest.json").exists() and (out / RUN_FILE).is_file()
     code, output = _cli("generate", tiny_copy, "-o", out, "--quiet", "--overwrite", "--benchmark-images", "0")
     assert code == 0, output  # the refused run's files are radvqa's: --overwrite replaces them
-    assert not (out / dataset.PENDING).exists()
+    assert not (out / RUN_FILE).exists()
 
 
 def test_a_split_file_must_cover_the_copy(tmp_path: Path, tiny_copy: Path) -> None:

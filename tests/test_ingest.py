@@ -28,6 +28,7 @@ from radvqa.config import Config
 from radvqa.dataset import generate_dataset
 from radvqa.dicom import load_windows
 from radvqa.errors import MissingDependencyError, OutputError, SourceError
+from radvqa.executors import Interrupted
 from radvqa.ingest import (
     IngestOptions,
     IngestResult,
@@ -310,7 +311,7 @@ def test_interrupted_run_leaves_nothing_partial_and_resumes(
 
     monkeypatch.setattr(ingest_module, "render_frame", flaky)
     root = tmp_path / "root"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=r"interrupted: 0 of \d+ batches converted; rerun the same command"):
         run(taxonomy, tmp_path / "in", root, abd_labels, size=16, slices=SliceSpec("all"))
     on_disk = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
     assert not list(root.glob("*.csv")) and not (root / "radiology_ai").exists()

@@ -52,7 +52,7 @@ def test_overwrite_removes_only_what_the_manifest_lists(tmp_path: Path, tiny_cop
     assert "instruct/old-run.jsonl.bak" in after and "stats/stats.md" not in after
     old_shards = {p for p in before if "/train-" in p}
     assert len(old_shards) == 2 and not old_shards & set(after)  # earlier shards went (new names at --shard-size 10)
-    assert ".radvqa-pending.json" not in after
+    assert ".radvqa-run.json" not in after
 
 
 def test_overwrite_refuses_a_folder_radvqa_did_not_write(tmp_path: Path, tiny_copy: Path) -> None:
