@@ -1,31 +1,25 @@
-"""The text-only shortcut audit: can a model that never sees the image beat chance?
+"""The text-only shortcut audit: can a model that never sees the image beat the unavoidable prior?
 
-Text-only models are fitted on the instruct train split and scored on the benchmark (the
-instruct val split when a dataset has no benchmark) with the same scorer as ``radvqa
-evaluate``. Each is compared with the no-information baseline of its slot:
+Text-only attackers (:mod:`radvqa.attacks`) learn from the instruct train split and answer the
+benchmark and the instruct val split, each question alone, with the same scorer as ``radvqa
+evaluate``. Each is compared with the no-information baseline of its slot on that split:
 
-* multiple choice: 1 / number of options (25%);
-* closed questions of a task, yes and no slots pooled: 50% (scored apart, "always yes" would
-  trivially win the yes slot);
+* multiple choice: 1/4 plus the exact residual the split's class shares force on any sampler
+  (0 on the benchmark, whose caps make every option set exactly exchangeable);
+* closed questions of a task, yes and no slots pooled: 1/2 plus the same kind of residual;
 * open questions and the abnormality question: the best constant answer learned from train,
   per region when the question names the region.
 
-The models: the per-slot answer prior (most frequent train answer), a bag-of-words logistic
-regression over question and options, and for multiple choice the longest option, the option
-most often right in train, and an option-level logistic regression (option identity,
-position, length rank) that finds any option that is right more or less often than its share.
-
-A slot fails when a model beats its baseline by more than ``max_gain`` points AND the gain is
-at least ``Z`` standard errors from zero (binomial for fixed baselines, McNemar's paired test
-against a learned one). On a benchmark-sized set (1,000 questions per slot) the second
-condition is implied by the first; it only keeps small datasets from failing on noise.
+A slot fails when an attacker beats its baseline by more than ``max_gain`` points (3 on the
+benchmark, 2 on val by default) AND by at least ``Z`` standard errors. Standard errors and
+95% intervals are clustered by image (the two closed questions of an image are not
+independent). A separate section reports what the questions of one image give away about each
+other; evaluators ask them one per context, so it is not a failure.
 """
 
 from __future__ import annotations
 
 import math
-import re
-import warnings
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -36,8 +30,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .errors import EvaluateError, MissingDependencyError
-from .evaluate import LETTERS, AnswerKey, answer_key, dataset_taxonomy, normalise, read_jsonl, score
+from .attacks import MC_ATTACKS, OPEN_ATTACKS, Context, _sklearn, constant_by_region, cross_question, image_of
+from .distractors import fit_sets
+from .errors import EvaluateError
+from .evaluate import LETTERS, AnswerKey, answer_key, dataset_taxonomy, read_jsonl, score
 from .progress import NullProgress, ProgressBar
 from .taxonomy import Taxonomy
 
@@ -50,13 +46,11 @@ AUDIT_SLOTS: dict[str, tuple[str, ...]] = {
     "pathology_closed": ("pathology_closed_yes", "pathology_closed_no"),
     "pathology_mc": ("pathology_mc",),
 }
-MODELS = ("prior", "bow", "longest", "frequent", "option_lr")
 Z = 3.0  # standard errors a gain must clear before it can fail the audit
-DEFAULT_MAX_GAIN = 5.0
+DEFAULT_MAX_GAIN = {"benchmark": 3.0, "val": 2.0}
 DEFAULT_MAX_TRAIN = 50_000  # train questions per audit slot (a hash-chosen subset beyond that)
 _KEEP = ("id", "slot", "task", "question_type", "question", "choices", "answer", "region", "modality")
 _SLOT_GROUP = {slot: group for group, slots in AUDIT_SLOTS.items() for slot in slots}
-_OPTION_LINE = re.compile(r"\n[A-D][.)]\s.*$", re.DOTALL)
 
 
 def is_available() -> bool:
@@ -66,18 +60,6 @@ def is_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _sklearn() -> Any:
-    try:
-        import sklearn.exceptions
-        import sklearn.feature_extraction.text
-        import sklearn.linear_model
-    except ImportError:
-        raise MissingDependencyError(
-            "radvqa audit needs scikit-learn", hint="install the audit extra: pip install 'radvqa[audit]'"
-        )
-    return sklearn
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -157,206 +139,87 @@ def _manifest_records(dataset: Path, parts: list[tuple[str, str]]) -> int | None
 
 def dataset_splits(
     dataset: Path, max_train: int = DEFAULT_MAX_TRAIN, progress: Callable[[int | None, str], ProgressBar] | None = None
-) -> tuple[Split, Split]:
-    """(train, evaluation) splits of a dataset folder: instruct train, and the benchmark or val."""
+) -> tuple[Split, list[Split]]:
+    """Instruct train, and the splits to score on: the benchmark and the instruct val split (those present)."""
     dataset = Path(dataset)
     if not dataset.is_dir():
         raise EvaluateError(f"{dataset}: not a dataset folder")
     train_files = sorted(dataset.glob("instruct/train-*.jsonl"))
     if not train_files:
         raise EvaluateError(f"{dataset}: no instruct/train-*.jsonl", hint="pass a folder made by `radvqa generate`")
-    eval_files = sorted(dataset.glob("benchmark/test-*.jsonl"))
-    source = "benchmark"
-    if not eval_files:
-        eval_files = sorted(dataset.glob("instruct/val-*.jsonl"))
-        source = "instruct val (no benchmark found)"
-    if not eval_files:
+    sources = [
+        (source, part, files)
+        for source, part, files in (
+            ("benchmark", ("benchmark", "test"), sorted(dataset.glob("benchmark/test-*.jsonl"))),
+            ("val", ("instruct", "val"), sorted(dataset.glob("instruct/val-*.jsonl"))),
+        )
+        if files
+    ]
+    if not sources:
         raise EvaluateError(f"{dataset}: neither benchmark/test-*.jsonl nor instruct/val-*.jsonl to score on")
-    scored = ("benchmark", "test") if source == "benchmark" else ("instruct", "val")
-    total = _manifest_records(dataset, [("instruct", "train"), scored])
+    total = _manifest_records(dataset, [("instruct", "train")] + [part for _, part, _ in sources])
     with progress(total, "audit: read") if progress else NullProgress() as bar:
         train = load_split(train_files, "instruct train", _train_rates(dataset, max_train), bar)
-        evaluation = load_split(eval_files, source, bar=bar)
+        evaluations = [load_split(files, source, bar=bar) for source, _, files in sources]
     for group, records in train.groups.items():
         if not records:
             raise EvaluateError(f"{dataset}: no train questions for slot '{group}'")
-    return train, evaluation
+    return train, evaluations
 
 
-# --- text-only models -------------------------------------------------------------------------
+# --- baselines --------------------------------------------------------------------------------
 
 
-def _majority(values: list[str]) -> str:
-    """Most frequent value; ties go to the smallest, so the choice is deterministic."""
-    counts = Counter(values)
-    best = max(counts.values())
-    return min(v for v, n in counts.items() if n == best)
+def unavoidable_gain(records: list[dict[str, Any]], context: Context, k: int) -> float:
+    """Points above 1/k that the split's own class shares let any text-only reader reach.
+
+    Computed exactly from the answers' counts per name pool, as the best sampler would leave it
+    (``radvqa.distractors``): a name above 1/k of its pool is right at its share wherever it
+    is offered. 0 where every pool can be exactly exchangeable, as on the benchmark.
+    """
+    counts: dict[str, Counter[str]] = {}
+    for record in records:
+        if record["question_type"] == "multiple_choice":
+            counts.setdefault(context.pool(record), Counter())[record["choices"][LETTERS.index(record["answer"])]] += 1
+    total = sum(sum(c.values()) for c in counts.values())
+    gain = 0.0
+    for pool, seen in counts.items():
+        names = context.names.get(pool, [])
+        vector = np.array([seen.get(n, 0) for n in names], dtype=np.float64)
+        if vector.sum() <= 0:
+            continue
+        excluded = context.excluded[pool] if k > 2 else _conflicts_only(context, pool)
+        fit = fit_sets(vector, k, excluded)
+        gain += float(vector.sum()) / total * (fit.leak if k > 2 else fit.single_name_leak)
+    return 100.0 * gain
 
 
-def _named_region(question: str, regions: list[tuple[str, str]]) -> str | None:
-    """The region display name a question mentions, or None (none, or several)."""
-    text = f" {normalise(_OPTION_LINE.sub('', question))} "
-    found = [name for name, spelled in regions if f" {spelled} " in text]
-    return found[0] if len(found) == 1 else None
+def _conflicts_only(context: Context, pool: str) -> np.ndarray:
+    if pool == "":
+        return context.excluded[pool]
+    key = next(r.key for r in context.taxonomy.regions.values() if r.name == pool)
+    return context.taxonomy.exclusions(key, False)
 
 
-Predictor = Callable[[list[dict[str, Any]]], list[str]]
-
-
-def _constant_by_region(train: list[dict[str, Any]], regions: list[tuple[str, str]]) -> Predictor:
-    """Best constant answer from train, per region when the question names one."""
-    overall = _majority([r["answer"] for r in train])
-    by_region: dict[str, list[str]] = {}
-    for record in train:
-        named = _named_region(record["question"], regions)
-        if named is not None:
-            by_region.setdefault(named, []).append(record["answer"])
-    constants = {k: _majority(v) for k, v in by_region.items()}
-
-    def predict(records: list[dict[str, Any]]) -> list[str]:
-        out = []
-        for record in records:
-            named = _named_region(record["question"], regions)
-            out.append(constants.get(named, overall) if named is not None else overall)
-        return out
-
-    return predict
-
-
-def _prior(train: list[dict[str, Any]]) -> Predictor:
-    constant = _majority([r["answer"] for r in train])
-    return lambda records: [constant] * len(records)
-
-
-def _fit_lr(features: Any, target: list[Any]) -> Any:
-    sklearn = _sklearn()
-    model = sklearn.linear_model.LogisticRegression(C=1.0, tol=1e-3, max_iter=500)
-    with warnings.catch_warnings():
-        # A non-converged fit is still a valid (weaker) text-only model; the library never warns.
-        warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)
-        model.fit(features, target)
-    return model
-
-
-def _bow(train: list[dict[str, Any]]) -> Predictor:
-    """Logistic regression on a bag of words (and bigrams) of the question with its options."""
-    labels = [r["answer"] for r in train]
-    if len(set(labels)) < 2:
-        return _prior(train)
-    sklearn = _sklearn()
-    vectorizer = sklearn.feature_extraction.text.CountVectorizer(ngram_range=(1, 2), binary=True, min_df=2)
-    try:
-        features = vectorizer.fit_transform([r["question"] for r in train])
-    except ValueError:  # no word appears twice: nothing to learn from
-        return _prior(train)
-    model = _fit_lr(features, labels)
-
-    def predict(records: list[dict[str, Any]]) -> list[str]:
-        if not records:
-            return []
-        return [str(p) for p in model.predict(vectorizer.transform([r["question"] for r in records]))]
-
-    return predict
-
-
-def _longest(train: list[dict[str, Any]]) -> Predictor:
-    def predict(records: list[dict[str, Any]]) -> list[str]:
-        out = []
-        for record in records:
-            lengths = [len(c) for c in record["choices"]]
-            out.append(LETTERS[lengths.index(max(lengths))])
-        return out
-
-    return predict
-
-
-def _right_text(record: dict[str, Any]) -> str:
-    return str(record["choices"][LETTERS.index(record["answer"])])
-
-
-def _frequent(train: list[dict[str, Any]]) -> Predictor:
-    """The option whose text was most often the right answer in train."""
-    counts = Counter(_right_text(r) for r in train)
-
-    def predict(records: list[dict[str, Any]]) -> list[str]:
-        out = []
-        for record in records:
-            scores = [counts.get(c, 0) for c in record["choices"]]
-            out.append(LETTERS[scores.index(max(scores))])
-        return out
-
-    return predict
-
-
-def _option_tokens(record: dict[str, Any], index: int) -> str:
-    choices = record["choices"]
-    lengths = [len(c) for c in choices]
-    rank = sorted(lengths, reverse=True).index(lengths[index])
-    option = normalise(choices[index]).replace(" ", "_") or "empty"
-    words = " ".join(f"w={w}" for w in normalise(choices[index]).split())
-    return f"opt={option} pos={LETTERS[index]} lenrank={rank} {words}"
-
-
-def _option_lr(train: list[dict[str, Any]]) -> Predictor:
-    """Scores each option from its identity, words, position and length rank; picks the best."""
-    sklearn = _sklearn()
-    texts, target = [], []
-    for record in train:
-        right = LETTERS.index(record["answer"])
-        for i in range(len(record["choices"])):
-            texts.append(_option_tokens(record, i))
-            target.append(int(i == right))
-    vectorizer = sklearn.feature_extraction.text.CountVectorizer(
-        token_pattern=r"\S+", lowercase=False, binary=True
-    )
-    model = _fit_lr(vectorizer.fit_transform(texts), target)
-
-    def predict(records: list[dict[str, Any]]) -> list[str]:
-        if not records:
-            return []
-        rows = [_option_tokens(r, i) for r in records for i in range(len(r["choices"]))]
-        probability = model.predict_proba(vectorizer.transform(rows))[:, 1]
-        out, at = [], 0
-        for record in records:
-            n = len(record["choices"])
-            out.append(LETTERS[int(np.argmax(probability[at : at + n]))])
-            at += n
-        return out
-
-    return predict
-
-
-_FACTORIES: dict[str, Callable[[list[dict[str, Any]]], Predictor]] = {
-    "prior": _prior,
-    "bow": _bow,
-    "longest": _longest,
-    "frequent": _frequent,
-    "option_lr": _option_lr,
-}
-
-
-def models_for(group: str) -> tuple[str, ...]:
-    """The text-only models run on an audit slot."""
-    return MODELS if group.endswith("_mc") else ("prior", "bow")
-
-
-# --- the report -----------------------------------------------------------------------------
+# --- the report -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ModelResult:
-    """One text-only model on one audit slot."""
+    """One text-only attacker on one audit slot: accuracy, gain over baseline, clustered SE and 95% interval."""
 
     accuracy: float
     gain: float
     se: float
     z: float
     flagged: bool
+    low: float = 0.0
+    high: float = 0.0
 
 
 @dataclass
 class SlotAudit:
-    """Baseline and text-only models for one audit slot."""
+    """Baseline and text-only attackers for one audit slot."""
 
     slot: str
     questions: int
@@ -366,13 +229,29 @@ class SlotAudit:
 
     @property
     def worst(self) -> tuple[str, ModelResult] | None:
-        """The model with the largest gain."""
+        """The attacker with the largest gain."""
         return max(self.models.items(), key=lambda kv: kv[1].gain) if self.models else None
 
     @property
     def passed(self) -> bool:
-        """No model is flagged."""
+        """No attacker is flagged."""
         return not any(m.flagged for m in self.models.values())
+
+
+@dataclass
+class Evaluation:
+    """The audit of one evaluated split."""
+
+    source: str
+    questions: int
+    max_gain: float
+    slots: list[SlotAudit] = field(default_factory=list)
+    cross: dict[str, ModelResult] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """Every slot within max_gain of its baseline (or the excess not significant)."""
+        return all(s.passed for s in self.slots)
 
 
 @dataclass
@@ -381,83 +260,99 @@ class AuditReport:
 
     dataset: str
     train_source: str
-    eval_source: str
     train_questions: int
-    eval_questions: int
-    max_gain: float
     z: float
-    slots: list[SlotAudit] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        """Every slot within max_gain of its baseline (or the excess not significant)."""
-        return all(s.passed for s in self.slots)
+        """Every evaluated split passed."""
+        return all(e.passed for e in self.evaluations)
+
+    @property
+    def slots(self) -> list[SlotAudit]:
+        """The slots of the first evaluated split (the benchmark when there is one)."""
+        return self.evaluations[0].slots if self.evaluations else []
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report."""
+
+        def model(m: ModelResult) -> dict[str, Any]:
+            return {
+                "accuracy": round(m.accuracy, 2), "gain": round(m.gain, 2), "se": round(m.se, 2),
+                "ci95": [round(m.low, 2), round(m.high, 2)], "z": round(m.z, 2), "flagged": m.flagged,
+            }
+
+        evaluations = {
+            e.source: {
+                "questions": e.questions,
+                "max_gain": e.max_gain,
+                "passed": e.passed,
+                "slots": {
+                    s.slot: {
+                        "questions": s.questions,
+                        "baseline": round(s.baseline, 2),
+                        "baseline_rule": s.baseline_rule,
+                        "passed": s.passed,
+                        "models": {name: model(m) for name, m in s.models.items()},
+                    }
+                    for s in e.slots
+                },
+                "cross_question": {slot: model(m) for slot, m in e.cross.items()},
+            }
+            for e in self.evaluations
+        }
+        first = self.evaluations[0] if self.evaluations else None
         return {
             "dataset": self.dataset,
             "train": {"source": self.train_source, "questions": self.train_questions},
-            "eval": {"source": self.eval_source, "questions": self.eval_questions},
-            "max_gain": self.max_gain,
+            "eval": {"source": first.source if first else "", "questions": first.questions if first else 0},
+            "max_gain": first.max_gain if first else 0.0,
             "z": self.z,
             "passed": self.passed,
-            "slots": {
-                s.slot: {
-                    "questions": s.questions,
-                    "baseline": round(s.baseline, 2),
-                    "baseline_rule": s.baseline_rule,
-                    "passed": s.passed,
-                    "models": {
-                        name: {
-                            "accuracy": round(m.accuracy, 2),
-                            "gain": round(m.gain, 2),
-                            "se": round(m.se, 2),
-                            "z": round(m.z, 2),
-                            "flagged": m.flagged,
-                        }
-                        for name, m in s.models.items()
-                    },
-                }
-                for s in self.slots
-            },
+            "slots": evaluations[first.source]["slots"] if first else {},
+            "evaluations": evaluations,
+            "notes": self.notes,
         }
 
     def lines(self) -> list[str]:
-        """Readable table: accuracy (%) of the baseline and each text-only model per slot."""
-        out = [
-            f"text-only audit of {self.dataset}",
-            f"fit on {self.train_source} ({self.train_questions} questions), "
-            f"scored on {self.eval_source} ({self.eval_questions} questions)",
-            "",
-        ]
-        head = f"{'slot':<19} {'n':>5} {'baseline':>8} " + " ".join(f"{m:>9}" for m in MODELS) + f" {'max gain':>9}  verdict"
-        out += [head, "-" * len(head)]
-        for s in self.slots:
-            cells = []
-            for name in MODELS:
-                result = s.models.get(name)
-                cells.append("-" if result is None else f"{result.accuracy:.1f}" + ("!" if result.flagged else ""))
-            worst = s.worst
-            gain = "-" if worst is None else f"{worst[1].gain:+.1f}"
-            verdict = "ok" if s.passed else "SHORTCUT"
-            out.append(
-                f"{s.slot:<19} {s.questions:>5} {s.baseline:>8.1f} "
-                + " ".join(f"{c:>9}" for c in cells)
-                + f" {gain:>9}  {verdict}"
-            )
+        """Readable tables: per evaluated split, the baseline and the strongest attackers per slot."""
+        out = [f"text-only audit of {self.dataset}", f"attackers learn from {self.train_source} ({self.train_questions} questions)"]
+        for e in self.evaluations:
+            out += ["", f"scored on {e.source} ({e.questions} questions), one question at a time"]
+            head = f"{'slot':<19} {'n':>6} {'baseline':>8}  {'strongest attacker':<16} {'acc':>6} {'gain':>6}  {'95% CI':<15} verdict"
+            out += [head, "-" * len(head)]
+            for s in e.slots:
+                worst = s.worst
+                if worst is None:
+                    continue
+                name, m = worst
+                out.append(
+                    f"{s.slot:<19} {s.questions:>6} {s.baseline:>8.1f}  {name:<16} {m.accuracy:>6.1f} {m.gain:>+6.1f}  "
+                    f"[{m.low:+.1f}, {m.high:+.1f}]".ljust(len(head) - 8) + ("  ok" if s.passed else "  SHORTCUT")
+                )
+            for s in e.slots:
+                for name, m in s.models.items():
+                    if m.flagged:
+                        out.append(
+                            f"SHORTCUT {e.source} {s.slot}: {name} scores {m.accuracy:.1f} vs baseline {s.baseline:.1f} "
+                            f"({m.gain:+.1f} points, z = {m.z:.1f})"
+                        )
+            if e.cross:
+                out.append(
+                    "questions of one image together (not a failure: ask them one per context): "
+                    + ", ".join(f"{slot} {m.accuracy:.1f} ({m.gain:+.1f})" for slot, m in e.cross.items())
+                )
+            else:
+                out.append("questions of one image together: no image has two questions (per-slot layout)")
         out.append("")
         out.append(
-            f"a slot fails when a text-only model beats its baseline by more than {self.max_gain:g} points "
-            f"and by at least {self.z:g} standard errors (marked !)"
+            "a slot fails when a text-only attacker beats its baseline by more than the split's max gain "
+            f"({', '.join(f'{e.source} {e.max_gain:g}' for e in self.evaluations)} points) and by at least "
+            f"{self.z:g} standard errors, clustered by image"
         )
-        for s in self.slots:
-            for name, m in s.models.items():
-                if m.flagged:
-                    out.append(
-                        f"SHORTCUT {s.slot}: {name} scores {m.accuracy:.1f} vs baseline {s.baseline:.1f} "
-                        f"({m.gain:+.1f} points, z = {m.z:.1f})"
-                    )
+        out.extend(self.notes)
         out.append("PASSED: no text-only shortcut" if self.passed else "FAILED: text-only shortcuts found")
         return out
 
@@ -469,78 +364,123 @@ def _accuracy(records: list[dict[str, Any]], predictions: list[str], key: Answer
     return np.array([score(r, p, key).correct for r, p in zip(records, predictions)], dtype=bool)
 
 
+def clustered_se(values: np.ndarray, clusters: list[str]) -> float:
+    """Standard error of the mean of ``values`` with observations of one cluster (image) correlated."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    centred = values - values.mean()
+    sums: dict[str, float] = {}
+    for c, v in zip(clusters, centred.tolist()):
+        sums[c] = sums.get(c, 0.0) + v
+    groups = len(sums)
+    correction = groups / (groups - 1) if groups > 1 else 1.0
+    return float(math.sqrt(correction * sum(v * v for v in sums.values())) / n)
+
+
 def _compare(
-    correct: np.ndarray, baseline_correct: np.ndarray | None, baseline: float, max_gain: float, z: float
+    correct: np.ndarray, baseline_correct: np.ndarray | None, baseline: float, max_gain: float, z: float,
+    clusters: list[str] | None = None,
 ) -> ModelResult:
     n = len(correct)
     accuracy = 100.0 * float(correct.mean()) if n else 0.0
     gain = accuracy - baseline
+    groups = clusters if clusters is not None else [str(i) for i in range(n)]
     if baseline_correct is None:
+        # Under no shortcut each answer is right with the baseline probability; the observed
+        # spread (clustered) is used when it is larger, so correlated questions do not pass as noise.
         p0 = baseline / 100.0
-        se = 100.0 * math.sqrt(p0 * (1.0 - p0) / n) if n else 0.0
+        null = 100.0 * math.sqrt(p0 * (1.0 - p0) / n) if n else 0.0
+        se = max(null, 100.0 * clustered_se(correct.astype(np.float64), groups))
     else:
-        # McNemar: only questions where the two disagree carry information about the gain.
-        discordant = int((correct != baseline_correct).sum())
-        se = 100.0 * math.sqrt(discordant) / n if n else 0.0
+        se = 100.0 * clustered_se(correct.astype(np.float64) - baseline_correct.astype(np.float64), groups)
     score_z = gain / se if se > 0 else (math.inf if gain > 0 else 0.0)
-    return ModelResult(float(accuracy), float(gain), float(se), float(score_z), bool(gain > max_gain and score_z >= z))
+    return ModelResult(
+        float(accuracy), float(gain), float(se), float(score_z), bool(gain > max_gain and score_z >= z),
+        float(gain - 1.96 * se), float(gain + 1.96 * se),
+    )
+
+
+def _evaluate_split(
+    train: Split, evaluation: Split, context: Context, key: AnswerKey, max_gain: float, z: float,
+    progress: Callable[[int], None],
+) -> Evaluation:
+    result = Evaluation(evaluation.source, evaluation.size, max_gain)
+    everything = [r for records in evaluation.groups.values() for r in records]
+    mc_by_task = {g.split("_")[0]: evaluation.groups[g] for g in AUDIT_SLOTS if g.endswith("_mc")}
+    for group in AUDIT_SLOTS:
+        fit, test = train.groups[group], evaluation.groups[group]
+        progress(len(test))
+        if not test:
+            continue
+        clusters = [image_of(r) for r in test]
+        baseline_correct: np.ndarray | None = None
+        task = group.split("_")[0]
+        if group.endswith("_mc"):
+            baseline = 100.0 / len(test[0]["choices"]) + unavoidable_gain(test, context, len(LETTERS))
+            rule = "chance (1 / options) plus the split's unavoidable residual"
+        elif group in ("anatomy_closed", "pathology_closed"):
+            baseline = 50.0 + unavoidable_gain(mc_by_task.get(task, []), context, 2)
+            rule = "chance (yes and no pooled) plus the split's unavoidable residual"
+        else:
+            baseline_correct = _accuracy(test, constant_by_region(fit, test, context), key)
+            baseline = 100.0 * float(baseline_correct.mean())
+            rule = "best constant from train, per named region"
+        slot = SlotAudit(group, len(test), baseline, rule)
+        attacks = MC_ATTACKS if group.endswith("_mc") else OPEN_ATTACKS
+        for name, attack in attacks.items():
+            correct = _accuracy(test, attack(fit, test, context), key)
+            slot.models[name] = _compare(correct, baseline_correct, baseline, max_gain, z, clusters)
+        result.slots.append(slot)
+        if group.endswith("_mc") or group in ("anatomy_closed", "pathology_closed"):
+            predictions = cross_question(test, everything, context)
+            own = {t["id"] for t in test}
+            mates = {image_of(r) for r in everything if r["id"] not in own}
+            asked = [i for i, r in enumerate(test) if image_of(r) in mates]
+            if asked:
+                subset = [test[i] for i in asked]
+                correct = _accuracy(subset, [predictions[i] for i in asked], key)
+                result.cross[group] = _compare(correct, None, 50.0 if "closed" in group else 25.0, math.inf, z,
+                                               [clusters[i] for i in asked])
+    return result
 
 
 def audit_splits(
     train: Split,
-    evaluation: Split,
+    evaluations: list[Split] | Split,
     taxonomy: Taxonomy,
-    max_gain: float = DEFAULT_MAX_GAIN,
+    max_gain: float | None = None,
     z: float = Z,
     dataset: str = "",
+    notes: list[str] | None = None,
     progress: Callable[[int | None, str], ProgressBar] | None = None,
 ) -> AuditReport:
-    """Fit every text-only model on ``train`` and compare it with the baseline on ``evaluation``."""
+    """Run every text-only attacker learned on ``train`` on each evaluated split against its baseline.
+
+    ``max_gain`` None uses the defaults per split (3 points on the benchmark, 2 on val).
+    """
+    splits = [evaluations] if isinstance(evaluations, Split) else list(evaluations)
     key = answer_key(taxonomy)
-    regions = [(r.name, normalise(r.name)) for r in taxonomy.regions.values()]
-    report = AuditReport(
-        dataset=dataset,
-        train_source=train.source,
-        eval_source=evaluation.source,
-        train_questions=train.size,
-        eval_questions=evaluation.size,
-        max_gain=max_gain,
-        z=z,
-    )
-    for group in _ticking(evaluation, progress):
-        fit, test = train.groups[group], evaluation.groups[group]
-        if not test:
-            continue
-        baseline_correct: np.ndarray | None = None
-        if group.endswith("_mc"):
-            baseline = 100.0 * float(np.mean([1.0 / len(r["choices"]) for r in test]))
-            rule = "chance: 1 / options"
-        elif group in ("anatomy_closed", "pathology_closed"):
-            baseline, rule = 50.0, "chance: yes and no pooled"
-        else:
-            baseline_correct = _accuracy(test, _constant_by_region(fit, regions)(test), key)
-            baseline = 100.0 * float(baseline_correct.mean())
-            rule = "best constant from train, per named region"
-        result = SlotAudit(group, len(test), baseline, rule)
-        for name in models_for(group):
-            predictions = _FACTORIES[name](fit)(test)
-            correct = _accuracy(test, predictions, key)
-            result.models[name] = _compare(correct, baseline_correct, baseline, max_gain, z)
-        report.slots.append(result)
+    context = Context.of(taxonomy)
+    report = AuditReport(dataset=dataset, train_source=train.source, train_questions=train.size, z=z,
+                         notes=list(notes or []))
+    total = sum(split.size for split in splits)
+    bar = progress(total, "audit: fit and score") if progress else NullProgress()
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+    # One thread per fit: OpenMP's spinning threads made gradient boosting 10x slower on a busy 2-core machine.
+    with bar, threadpool_limits(1):
+        for split in splits:
+            limit = max_gain if max_gain is not None else DEFAULT_MAX_GAIN.get(split.source, 3.0)
+            report.evaluations.append(
+                _evaluate_split(train, split, context, key, limit, z, bar.update)
+            )
     return report
-
-
-def _ticking(evaluation: Split, progress: Callable[[int | None, str], ProgressBar] | None) -> Iterator[str]:
-    """The audit groups, advancing a bar by each group's questions once it is scored."""
-    with progress(evaluation.size, "audit: fit and score") if progress else NullProgress() as bar:
-        for group in AUDIT_SLOTS:
-            yield group
-            bar.update(len(evaluation.groups[group]))
 
 
 def audit_dataset(
     dataset: Path,
-    max_gain: float = DEFAULT_MAX_GAIN,
+    max_gain: float | None = None,
     z: float = Z,
     max_train: int = DEFAULT_MAX_TRAIN,
     taxonomy: Taxonomy | None = None,
@@ -548,8 +488,24 @@ def audit_dataset(
 ) -> AuditReport:
     """Run the text-only shortcut audit on a dataset folder made by ``radvqa generate``."""
     _sklearn()
-    if max_gain < 0:
+    if max_gain is not None and max_gain < 0:
         raise EvaluateError(f"--max-gain {max_gain}: must be >= 0")
-    train, evaluation = dataset_splits(Path(dataset), max_train, progress)
+    train, evaluations = dataset_splits(Path(dataset), max_train, progress)
     tax = taxonomy if taxonomy is not None else dataset_taxonomy(Path(dataset))
-    return audit_splits(train, evaluation, tax, max_gain=max_gain, z=z, dataset=str(dataset), progress=progress)
+    return audit_splits(train, evaluations, tax, max_gain=max_gain, z=z, dataset=str(dataset),
+                        notes=_notes(Path(dataset)), progress=progress)
+
+
+def _notes(dataset: Path) -> list[str]:
+    """Deliberate departures recorded in the manifest that the audit's baselines do not allow for."""
+    try:
+        manifest = orjson.loads((dataset / "manifest.json").read_bytes())
+        rate = manifest["config"]["distractors"]["no_pathology_option_rate"]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return []
+    if rate == "matched":
+        return []
+    return [
+        f"note: 'no pathology seen' is offered at a fixed rate ({rate}), a deliberate departure from exchangeable "
+        "option sets (the paper's sensitivity study): a gain on pathology_mc is the cue that rate creates"
+    ]

@@ -182,6 +182,22 @@ def _benchmark_section(manifest: dict[str, Any], stats: DatasetStats | None) -> 
             "This dataset has no benchmark config. The benchmark rule radvqa applies: " + _BENCHMARK_RULE,
             "",
         ]
+    if isinstance(info, dict) and info.get("layout") == "per-slot":
+        lines += [
+            "Layout: per slot. Nine disjoint image sets with the same classes, each asked one of the nine "
+            "questions, so no question's text gives away another's answer (for leaderboards that keep the "
+            "answers hidden).",
+            "",
+        ]
+    else:
+        lines += [
+            "**Ask every benchmark question in its own context.** The nine questions of an image answer "
+            "each other (the closed \"yes\" question names the answer that the multiple-choice options "
+            "contain); asked one at a time, no question's text predicts its answer: every option set is "
+            "exchangeable (each option right one time in four). `radvqa generate --benchmark-layout per-slot` "
+            "makes a benchmark with one question per image.",
+            "",
+        ]
     if isinstance(info, dict):
         rule = info.get("rule")
         lines += ["Selection rule: " + (str(rule) if rule else _BENCHMARK_RULE), ""]

@@ -61,6 +61,7 @@ RULES: dict[str, str] = {
     "option_not_in_region": "a pathology option is not a pathology of the image's region",
     "own_pathology_option": "a wrong option is the image's own pathology (or 'no pathology seen' on a normal image)",
     "conflict_option": "a wrong option is in the answer's conflict group",
+    "excluded_pair": "two options may not share a set: one conflict group, or one option's text inside another's",
     "closed_name_not_found": "a closed question names no region / pathology of the image's region",
     "closed_name_not_in_region": "a closed pathology question names a pathology of another region",
     "closed_name_ambiguous": "a closed question names more than one region / pathology",
@@ -211,6 +212,11 @@ class Checker:
         self._statics: dict[tuple[Any, ...], _Static] = {}
         self._choice_shape: tuple[str, str, str, bool] | None = None
         self._mc_tables: dict[tuple[str, str, int], _McTable] = {}
+        # per region (anatomy: ''): option text -> index, and the pairs that may not share a set
+        self.set_names = {r.name: {t: i for i, t in enumerate(self.options[k])} for k, r in taxonomy.regions.items()}
+        self.set_names[""] = {r.name: i for i, r in enumerate(taxonomy.regions.values())}
+        self.set_excluded = {r.name: taxonomy.exclusions(k, True) for k, r in taxonomy.regions.items()}
+        self.set_excluded[""] = taxonomy_region_exclusions(taxonomy)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -551,6 +557,14 @@ class Checker:
         stats.append(table.true)
         if table.no_pathology is not None:
             stats.append(table.no_pathology[normal_offered])
+        pool = "" if slot == "anatomy_mc" else cls.region_name
+        index, excluded = self.set_names[pool], self.set_excluded[pool]
+        known = [(c, index[c]) for c in choices if c in index]
+        for a, (first, i) in enumerate(known):
+            for second, j in known[a + 1 :]:
+                if excluded[i, j]:
+                    problems.append(("excluded_pair", f"'{first}' beside '{second}'"))
+        stats.append(("set", split, slot, pool, tuple(sorted(choices)), answer_text))
 
     def _mc_table(self, split: str, slot: str, cls: ImageClass) -> _McTable:
         """Per split, slot and class: every valid option's statistics key and wrong-option verdict."""
@@ -672,8 +686,71 @@ def evaluate(
         "closed": _closed(counts, findings),
         "no_pathology_option": _no_pathology(counts, taxonomy, no_pathology_rate, findings),
         "name_cues": _name_cues(counts, taxonomy, findings),
+        "option_sets": _option_sets(counts, taxonomy),
     }
     return findings, stats
+
+
+def taxonomy_region_exclusions(taxonomy: Taxonomy) -> Any:
+    """Region names that may not share an anatomy option set (one inside another's text)."""
+    from .distractors import exclusions
+
+    return exclusions([r.name for r in taxonomy.regions.values()], [], True)
+
+
+SET_MIN = 100  # questions a set needs before its own right-rates are reported
+
+
+def _option_sets(counts: Counter[StatKey], taxonomy: Taxonomy) -> dict[str, Any]:
+    """Per split and multiple-choice slot: the exact unavoidable residual from the answers' shares,
+    and the option set whose members' right-rates stray furthest from that construction.
+
+    Every set's members are right 1/4 of the time each when the split allows exact
+    exchangeability; the report shows the largest observed deviation (with its z) among sets
+    asked at least SET_MIN times, as evidence, not a verdict (thousands of sets are compared).
+    """
+    import numpy as np
+
+    from .distractors import fit_sets
+
+    sets: dict[tuple[str, str], dict[tuple[str, tuple[str, ...]], Counter[str]]] = {}
+    for key, n in counts.items():
+        if key[0] == "set":
+            _, split, slot, pool, choices, answer = key
+            sets.setdefault((split, slot), {}).setdefault((pool, choices), Counter())[answer] += n
+    names = {r.name: [taxonomy.answer_text(k, p) for p in r.pathologies] for k, r in taxonomy.regions.items()}
+    names[""] = [r.name for r in taxonomy.regions.values()]
+    excluded = {r.name: taxonomy.exclusions(k, True) for k, r in taxonomy.regions.items()}
+    excluded[""] = taxonomy_region_exclusions(taxonomy)
+    out: dict[str, Any] = {}
+    for (split, slot), table in sorted(sets.items()):
+        answers: dict[str, Counter[str]] = {}
+        for (pool, _), seen in table.items():
+            answers.setdefault(pool, Counter()).update(seen)
+        total = sum(sum(c.values()) for c in answers.values())
+        residual = 0.0
+        for pool, seen in answers.items():
+            vector = np.array([seen.get(x, 0) for x in names.get(pool, [])], dtype=np.float64)
+            if vector.sum() > 0 and pool in excluded:
+                residual += float(vector.sum()) / total * fit_sets(vector, 4, excluded[pool]).leak
+        worst: dict[str, Any] | None = None
+        for (pool, choices), seen in table.items():
+            n = sum(seen.values())
+            if n < SET_MIN:
+                continue
+            for choice in choices:
+                rate = seen.get(choice, 0) / n
+                z = (rate - 0.25) / (0.25 * 0.75 / n) ** 0.5
+                if worst is None or abs(z) > abs(worst["z"]):
+                    worst = {"region": pool or None, "options": list(choices), "option": choice, "questions": n,
+                             "right_rate": round(rate, 4), "z": round(z, 2)}
+        out[f"{slot}/{split}"] = {
+            "sets": len(table),
+            "questions": total,
+            "unavoidable_residual": round(100 * residual, 2),
+            "largest_set_deviation": worst,
+        }
+    return out
 
 
 def _letters(counts: Counter[StatKey], findings: list[RateFinding]) -> dict[str, Any]:

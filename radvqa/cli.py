@@ -151,6 +151,7 @@ def _errors(unreadable_exit: int = 1) -> Iterator[None]:
         with signals():
             yield
     except Interrupted as stop:
+        _deaf()
         _say(str(stop))
         raise typer.Exit(stop.exit_code)
     except RadVQAError as error:
@@ -164,8 +165,17 @@ def _errors(unreadable_exit: int = 1) -> Iterator[None]:
         signum = signal_number(error)
         if signum is None:
             raise
+        _deaf()
         _say("interrupted")
         raise typer.Exit(128 + signum)
+
+
+def _deaf() -> None:
+    """Once interrupted, ignore further Ctrl-C / SIGTERM: a second one must not kill the exit path."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _progress(quiet: bool) -> Callable[[int | None, str], ProgressBar]:
@@ -246,6 +256,14 @@ def generate(
     normal_fraction: Annotated[
         Optional[float], typer.Option(help="Share of normal benchmark images per region, at most 0.25.")
     ] = None,
+    benchmark_layout: Annotated[
+        Optional[str],
+        typer.Option(
+            "--benchmark-layout",
+            help="per-image (each image with its nine questions, the default) or per-slot "
+            "(nine disjoint image sets, one slot each, for hidden-answer leaderboards).",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous output in DEST.")] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run into DEST (same settings), keeping its shards.")
@@ -264,7 +282,7 @@ def generate(
             raise typer.BadParameter("--resume continues a run from a ROOT, not --sample")
         settings = _load_config(
             config, seed=seed, workers=workers, shard_size=shard_size, benchmark_images=benchmark_images,
-            normal_fraction=normal_fraction,
+            normal_fraction=normal_fraction, benchmark_layout=benchmark_layout,
         )
         tax = load_taxonomy(taxonomy)
         tpl = load_templates(templates)
@@ -297,6 +315,14 @@ def split_command(
     normal_fraction: Annotated[
         Optional[float], typer.Option(help="Share of normal images per region, at most 0.25 (default: by pool size).")
     ] = None,
+    benchmark_layout: Annotated[
+        Optional[str],
+        typer.Option(
+            "--benchmark-layout",
+            help="per-image (each image with its nine questions, the default) or per-slot "
+            "(nine disjoint image sets, one slot each, for hidden-answer leaderboards).",
+        ),
+    ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default from config: 0).")] = None,
     config: ConfigOpt = None,
     taxonomy: TaxonomyOpt = None,
@@ -310,12 +336,15 @@ def split_command(
     from .split import check_split_destination, split_copy, write_splits
 
     with _errors():
-        settings = _load_config(config, seed=seed, benchmark_images=benchmark_images, normal_fraction=normal_fraction)
+        settings = _load_config(
+            config, seed=seed, benchmark_images=benchmark_images, normal_fraction=normal_fraction,
+            benchmark_layout=benchmark_layout,
+        )
         check_split_destination(out, overwrite)
         tax = load_taxonomy(taxonomy)
         bench = replace(benchmark_settings(settings), stratify=stratify)
-        table, splits, report, warnings = split_copy(root, tax, settings.split_ratios, bench)
-        write_splits(out, table, splits, tax, report)
+        table, splits, report, warnings, rows = split_copy(root, tax, settings.split_ratios, bench)
+        write_splits(out, table, splits, tax, report, rows)
         for warning in warnings + report.warnings:
             _say(f"warning: {warning}")
         if not quiet:
@@ -346,7 +375,17 @@ def evaluate(
     benchmark: Annotated[
         Path, typer.Argument(help="Benchmark JSONL file, or a dataset folder (uses benchmark/test-*.jsonl).")
     ],
-    predictions: Annotated[Path, typer.Argument(help='JSONL of {"id": ..., "prediction": "free model output"}.')],
+    predictions: Annotated[
+        list[Path],
+        typer.Argument(
+            help='Prediction files: radvqa JSONL {"id", "prediction"}, VLMEvalKit .xlsx/.tsv, LLaVA answers '
+            "JSONL or lmms-eval samples log (several files are merged).",
+        ),
+    ],
+    prediction_format: Annotated[
+        Optional[str],
+        typer.Option("--format", help="radvqa | vlmevalkit | llava | lmms-eval (default: detected per file)."),
+    ] = None,
     judge: Annotated[
         Optional[str],
         typer.Option("--judge", help="OpenAI-compatible base URL (e.g. http://localhost:8000/v1) to judge open answers."),
@@ -396,8 +435,17 @@ def evaluate(
             scorer = Judge(judge, judge_model, load_judge_settings(judge_config), judge_cache)
         tax = load_taxonomy(taxonomy) if taxonomy is not None else None
         report = run_evaluate(
-            benchmark, predictions, taxonomy=tax, judge=scorer, allow_missing=allow_missing, progress=_progress(quiet),
-            blind=blind, compare=compare, replicates=bootstrap, seed=seed,
+            benchmark,
+            predictions,
+            taxonomy=tax,
+            judge=scorer,
+            allow_missing=allow_missing,
+            progress=_progress(quiet),
+            blind=blind,
+            compare=compare,
+            replicates=bootstrap,
+            seed=seed,
+            prediction_format=prediction_format,
         )
         for line in report.lines():
             typer.echo(line)
@@ -462,8 +510,13 @@ def predict(
 def audit(
     dataset: DatasetArg,
     max_gain: Annotated[
-        float, typer.Option("--max-gain", help="Points a text-only model may beat the no-information baseline by.")
-    ] = 5.0,
+        Optional[float],
+        typer.Option(
+            "--max-gain",
+            help="Points a text-only attacker may beat the no-information baseline by "
+            "(default 3 on the benchmark, 2 on val).",
+        ),
+    ] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON here.")] = None,
     max_train: Annotated[
         int,
@@ -494,7 +547,10 @@ def audit(
 @app.command("export")
 def export(
     dataset: DatasetArg,
-    format: Annotated[str, typer.Option("--format", "-f", help="llava | sharegpt | hf-parquet | vlmevalkit.")],
+    format: Annotated[
+        str,
+        typer.Option("--format", "-f", help="llava | sharegpt | hf-parquet | vlmevalkit | llava-eval | lmms-eval."),
+    ],
     dest: Annotated[Path, typer.Option(_OUTPUT, "-o", metavar="DEST", help="Folder to write the export into.")],
     group: Annotated[
         str, typer.Option("--group", help="llava/sharegpt: one conversation per 'question' or per 'image'.")
@@ -503,10 +559,24 @@ def export(
         Optional[Path],
         typer.Option(
             "--root",
-            help="RadImageNet copy: hf-parquet embeds image bytes from it, llava/sharegpt write absolute "
-            "image paths, vlmevalkit reads images from it (default: the manifest's source root).",
+            help="RadImageNet copy the images are read from and absolute paths point into "
+            "(default: the manifest's source root).",
         ),
     ] = None,
+    relative: Annotated[
+        bool,
+        typer.Option(
+            "--relative",
+            help="llava, sharegpt, llava-eval: image paths relative to the copy (LLaVA --image_folder, "
+            "LLaMA-Factory media_dir) instead of absolute.",
+        ),
+    ] = False,
+    embed: Annotated[
+        bool,
+        typer.Option(
+            "--embed/--no-embed", help="hf-parquet, lmms-eval: embed image bytes (default) or write absolute paths."
+        ),
+    ] = True,
     only: Annotated[
         Optional[list[str]],
         typer.Option("--only", help="Export only this config (repeatable): alignment, instruct, benchmark."),
@@ -518,7 +588,7 @@ def export(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous export in the folder.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Export a dataset for LLaVA, ShareGPT/LLaMA-Factory, Hugging Face (parquet) or VLMEvalKit."""
+    """Export a dataset for LLaVA, ShareGPT/LLaMA-Factory, Hugging Face (parquet), VLMEvalKit or lmms-eval."""
     from .export import export_dataset
 
     with _errors():
@@ -532,6 +602,8 @@ def export(
             shard_rows=shard_size,
             overwrite=overwrite,
             progress=_progress(quiet),
+            relative=relative,
+            embed=embed,
         )
         if not quiet:
             for line in result.lines():
@@ -617,10 +689,19 @@ def ingest_dicom_command(
     executor: ExecutorOpt = "local",
     scheduler: SchedulerOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous copy in DEST (start clean).")] = False,
+    include_derived: Annotated[
+        bool,
+        typer.Option(
+            "--include-derived",
+            help="Also convert ImageType SECONDARY images (reformats); burned-in, localizer, screen-save and "
+            "Secondary Capture images are never converted.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Convert DICOM CT/MR studies into RadImageNet-style PNG slices that `generate` reads."""
     from .dicom import load_windows
+    from .errors import SourceError
     from .ingest import IngestOptions, ingest_dicom, parse_ratios, parse_slices
 
     with _errors():
@@ -634,6 +715,7 @@ def ingest_dicom_command(
             split_ratios=parse_ratios(split_ratios) if split_ratios else load_config().split_ratios,
             workers=workers,
             overwrite=overwrite,
+            include_derived=include_derived,
         )
         result = ingest_dicom(
             input_dir,
@@ -645,11 +727,12 @@ def ingest_dicom_command(
             progress=lambda total, desc: progress_bar(total, desc, quiet=quiet, unit="img"),
             executor=_executor(executor, workers, scheduler),
         )
-        if not quiet:
-            if result.resumed:
-                _say(f"resumed the earlier run in {out}")
-            for line in result.report.lines():
-                _say(line)
+        if not quiet and result.resumed:
+            _say(f"resumed the earlier run in {out}")
+        for line in result.report.problem_lines() if quiet else result.report.lines():
+            _say(line)  # skip reasons and warnings even with --quiet
+        if not result.report.ingested:
+            raise SourceError(f"{input_dir}: no slice was ingested (reasons in {result.report_path})")
 
 # -- validate, validate-distractors ----------------------------------------------------------
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .resources import check_keys, default_path, load_yaml
 
 MATCHED = "matched"
@@ -18,9 +18,12 @@ _BENCHMARK_KEYS = {
     "region_cap": "region_cap",
     "answer_cap": "answer_cap",
     "check_images": "check_images",
+    "layout": "benchmark_layout",
 }
 SPLITS = ("train", "val", "test")
 COMMAND_LINE = "command line"
+# per-image: 1,000 images with their nine questions; per-slot: nine disjoint image sets, one slot each
+LAYOUTS = ("per-image", "per-slot")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Config:
     region_cap: float = 0.25
     answer_cap: float = 0.25
     check_images: bool = True
+    benchmark_layout: str = "per-image"
     source: str = "defaults"
 
     def with_overrides(self, **overrides: Any) -> Config:
@@ -98,6 +102,7 @@ _FLAGS = {
     "shard_size": "--shard-size",
     "benchmark_images": "--benchmark-images",
     "normal_fraction": "--normal-fraction",
+    "benchmark_layout": "--benchmark-layout",
 }
 _FILE_KEYS = {field: f"benchmark.{key}" for key, field in _BENCHMARK_KEYS.items()} | {
     "no_pathology_option_rate": "distractors.no_pathology_option_rate"
@@ -151,6 +156,12 @@ def _check(config: Config, where: str, keys: frozenset[str] | None = None) -> No
                 f"must be a number in [0, {config.answer_cap:g}]: above the per-answer cap 'normal' "
                 "would be a text-only cue",
             )
+    if checked("benchmark_layout") and config.benchmark_layout not in LAYOUTS:
+        raise bad(
+            "benchmark_layout",
+            f"must be one of {', '.join(LAYOUTS)}, not {config.benchmark_layout!r}"
+            + did_you_mean(str(config.benchmark_layout), LAYOUTS),
+        )
     if checked("check_images") and not isinstance(config.check_images, bool):
         raise bad("check_images", f"must be true or false, not {config.check_images!r}")
     rate = config.no_pathology_option_rate
@@ -174,4 +185,5 @@ def benchmark_settings(config: Config) -> Any:
         answer_cap=config.answer_cap,
         check_images=config.check_images,
         seed=config.seed,
+        layout=config.benchmark_layout,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -26,7 +27,15 @@ from .generate import INSTRUCT_SLOTS, Plan, Slice, build_plan, render
 from .progress import NullProgress, ProgressBar
 from .sample import build_sample, sample_files
 from .source import SourceReport, locate, read_source, require_images
-from .split import BENCHMARK, TEST_POOL, balanced_letters, check_benchmark, read_splits, select_benchmark
+from .split import (
+    BENCHMARK,
+    TEST_POOL,
+    balanced_letters,
+    benchmark_slots,
+    check_benchmark,
+    read_splits,
+    select_benchmark,
+)
 from .taxonomy import Taxonomy
 from .templates import TemplateSet
 from .ownership import check_output, claim_output, read_record, safe_relative
@@ -63,6 +72,7 @@ class GenerateResult:
     records: dict[str, dict[str, int]]
     shards: list[ShardInfo] = field(default_factory=list)
     benchmark: dict[str, Any] = field(default_factory=dict)
+    exchange: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -82,10 +92,28 @@ class GenerateResult:
             )
         for config, splits in self.records.items():
             out.append(f"{config}: " + ", ".join(f"{s} {n}" for s, n in splits.items()) + " records")
+        out.extend(exchange_lines(self.exchange))
         total = sum(n for splits in self.records.values() for n in splits.values())
         rate = total / self.seconds if self.seconds else 0.0
         out.append(f"wrote {len(self.shards)} shards to {self.out} in {self.seconds:.1f} s ({rate:,.0f} records/s)")
         return out
+
+
+def exchange_lines(exchange: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Where option sets cannot be exactly exchangeable: the exact text-only gain over chance, in points."""
+    out = []
+    for split, kinds in exchange.items():
+        parts = [
+            f"{kind} {region} +{100 * leak:.1f}"
+            for kind, regions in kinds.items()
+            for region, leak in regions.items()
+            if leak > 5e-4
+        ]
+        if parts:
+            out.append(f"text-only residual on {split} (a name or conflict group above its share limit): " + ", ".join(parts))
+        else:
+            out.append(f"{split}: every option set exactly exchangeable")
+    return out
 
 
 def image_slice(table: pd.DataFrame) -> Slice:
@@ -105,7 +133,7 @@ def class_counts(table: pd.DataFrame, taxonomy: Taxonomy) -> np.ndarray:
 
 def shard_tasks(config: str, split: str, images: Slice, shard_size: int, out: Path) -> list[ShardTask]:
     """Cut one config/split into shards of ``shard_size`` records (boundaries may split an image)."""
-    per_image = CONFIGS[config]
+    per_image = CONFIGS[config] if images.slot_of is None else 1
     records = len(images) * per_image
     total = shard_count(records, shard_size)
     tasks = []
@@ -259,6 +287,16 @@ def choose_benchmark(
     table["split"] = splits[~unknown].to_numpy()
     rows = np.flatnonzero(table["split"].to_numpy() == BENCHMARK)
     summary: dict[str, Any] = dict(report_dict or {}, splits_file=str(splits_file), images=len(rows))
+    slots = summary.pop("slots", None)
+    if slots is not None:  # per-slot layout: rows set by set, as select_benchmark orders them
+        ids = table["image_id"].to_numpy()
+        rows = np.array(sorted(rows, key=lambda r: (INSTRUCT_SLOTS.index(slots[ids[r]]), ids[r])), dtype=np.int64)
+        sizes = Counter(slots.values())
+        if len(set(sizes.values())) != 1 or len(sizes) != len(INSTRUCT_SLOTS):
+            raise SplitError(f"{splits_file}: the per-slot benchmark needs the same number of images for each of the nine slots")
+        summary.update(layout="per-slot", set_size=len(rows) // len(INSTRUCT_SLOTS))
+    else:
+        summary["layout"] = "per-image"
     warnings = list(summary.get("warnings", []))
     if unknown.any():
         warnings.append(f"{int(unknown.sum())} images of the copy are not in {splits_file}; skipped")
@@ -284,6 +322,21 @@ def _check_coverage(table: pd.DataFrame, saved: dict[str, str], splits_file: Pat
             f"images the copy lacks (at most {allowed}, {SPLITS_TOLERANCE:.0%}, allowed); was it made for another "
             "copy? run `radvqa split` on this one"
         )
+
+
+def benchmark_draws(count: int, seed: int, slots: np.ndarray | None) -> dict[str, np.ndarray | None]:
+    """Balanced correct letters for the benchmark (per slot set in the per-slot layout) and its slots."""
+    if slots is None:
+        return {
+            "anatomy_letter": balanced_letters(count, seed, 1),
+            "pathology_letter": balanced_letters(count, seed, 2),
+            "slot_of": None,
+        }
+    anatomy, pathology = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
+    for letters, slot, purpose in ((anatomy, "anatomy_mc", 1), (pathology, "pathology_mc", 2)):
+        mine = np.flatnonzero(slots == INSTRUCT_SLOTS.index(slot))
+        letters[mine] = balanced_letters(len(mine), seed, purpose)
+    return {"anatomy_letter": anatomy, "pathology_letter": pathology, "slot_of": slots}
 
 
 def generate_dataset(
@@ -335,9 +388,11 @@ def generate_dataset(
     plans: dict[str, Plan] = {}
     tasks: list[ShardTask] = []
     records: dict[str, dict[str, int]] = {c: {} for c in CONFIGS}
+    exchange: dict[str, dict[str, dict[str, float]]] = {}
     for split in TRAINING_SPLITS:
         rows = table[table["split"] == split]
         plans[split] = build_plan(taxonomy, templates, config, split, class_counts(rows, taxonomy))
+        exchange[split] = plans[split].exchange
         images = image_slice(rows)
         for name in ("alignment", "instruct"):
             (out / name).mkdir(exist_ok=True)
@@ -353,14 +408,12 @@ def generate_dataset(
         else:
             chosen = saved_rows
         bench = table.iloc[chosen]
+        # Per-slot sets hold the same classes in the same numbers, so one fit is exact for each.
         plan = build_plan(taxonomy, templates, config, "test", class_counts(bench, taxonomy), "benchmark")
-        images = replace(
-            image_slice(bench),
-            anatomy_letter=balanced_letters(len(bench), config.seed, 1),
-            pathology_letter=balanced_letters(len(bench), config.seed, 2),
-        )
+        images = replace(image_slice(bench), **benchmark_draws(len(bench), config.seed, benchmark_slots(chosen, benchmark)))
+        exchange["benchmark"] = plan.exchange
         (out / "benchmark").mkdir(exist_ok=True)
-        records["benchmark"]["test"] = len(images) * CONFIGS["benchmark"]
+        records["benchmark"]["test"] = len(images) * (CONFIGS["benchmark"] if images.slot_of is None else 1)
         return shard_tasks("benchmark", "test", images, max(1, records["benchmark"]["test"]), out), plan
 
     planned = [t.path.relative_to(out).as_posix() for t in tasks]
@@ -376,7 +429,9 @@ def generate_dataset(
     rerun = "rerun with --resume to continue, or --overwrite to start again"
     with bar, Executor(spec, paths=(Path(root), out), temporaries=folders, rerun=rerun) as pool:
         shards = run_tasks(tasks, plans, pool, bar, later=benchmark_tasks, done=done)
-    result = GenerateResult(out=out, source=report, records=records, shards=shards, benchmark=benchmark)
+    result = GenerateResult(
+        out=out, source=report, records=records, shards=shards, benchmark=benchmark, exchange=exchange
+    )
     manifest = build_manifest(root, config, taxonomy, templates, result)
     write_card(out, manifest, card_stats(out, manifest, table, taxonomy))
     write_json(out / MANIFEST, manifest)
@@ -468,5 +523,11 @@ def build_manifest(
         "records": result.records,
         "slots": slots,
         "benchmark": result.benchmark,
+        # Exact best text-only accuracy over chance (a fraction) per question kind and region;
+        # 0 where every option set is exactly exchangeable.
+        "exchangeability": {
+            split: {kind: {region: round(leak, 6) for region, leak in regions.items()} for kind, regions in kinds.items()}
+            for split, kinds in result.exchange.items()
+        },
         "shards": [s.to_dict() for s in result.shards],
     }

@@ -1,8 +1,9 @@
 """DICOM pixels to RadImageNet-style 8-bit slices: windows, decoders and one-slice rendering.
 
 The pixel pipeline is DICOM's own (PS3.3 C.11): stored values -> modality LUT / rescale
-(``pydicom.pixels.apply_modality_lut``) -> VOI window (``pydicom.pixels.apply_windowing``)
--> presentation (MONOCHROME1 inverted). The two pydicom steps are evaluated once per distinct
+(``pydicom.pixels.apply_modality_lut``) -> VOI LUT (C.11.2.1.1) or window
+(``apply_windowing``) -> Presentation LUT Shape / MONOCHROME1 inversion; pixel padding is
+masked out. The pydicom steps are evaluated once per distinct
 stored value and applied as a lookup table, as viewers do, so a 512x512 slice costs one table
 look-up instead of a float pass over every pixel. ``radvqa.ingest`` walks folders and writes
 the copy; this module knows nothing about files or labels.
@@ -33,6 +34,11 @@ _TOP_KEYS = frozenset({"ct", "mr"})
 _CT_KEYS = frozenset({"windows", "by_anatomy"})
 _MR_KEYS = frozenset({"low_percentile", "high_percentile"})
 DICOM_WINDOW = "dicom"  # the window named by the file itself
+# Top-level attributes a frame view carries over from an enhanced multi-frame file.
+_VIEW_KEYWORDS = (
+    "PhotometricInterpretation", "BitsStored", "PixelRepresentation", "ModalityLUTSequence",
+    "VOILUTSequence", "PixelPaddingValue", "PixelPaddingRangeLimit", "PresentationLUTShape",
+)
 
 
 class BlankSlice(RadVQAError):
@@ -156,7 +162,7 @@ def frame_item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
 
 
 def frame_view(ds: Dataset, frame: int) -> Dataset:
-    """A dataset with the modality and VOI LUT attributes in force for one frame.
+    """A dataset with the modality, VOI, padding and presentation attributes in force for one frame.
 
     Single-frame and legacy multi-frame files keep them at the top level (``ds`` itself is
     returned); enhanced multi-frame files (PS3.3 C.7.6.16.2.9 / C.7.6.16.2.10) keep them in
@@ -165,11 +171,9 @@ def frame_view(ds: Dataset, frame: int) -> Dataset:
     if "PerFrameFunctionalGroupsSequence" not in ds and "SharedFunctionalGroupsSequence" not in ds:
         return ds  # everything is at the top level already (and copying it costs ~1 ms a slice)
     view = Dataset()
-    for keyword in ("PhotometricInterpretation", "BitsStored", "PixelRepresentation"):
+    for keyword in _VIEW_KEYWORDS:
         if keyword in ds:
-            setattr(view, keyword, ds[keyword].value)
-    if ds.get("ModalityLUTSequence"):
-        view.ModalityLUTSequence = ds.ModalityLUTSequence
+            view[keyword] = ds[keyword]
     source: Dataset | None = ds if "RescaleSlope" in ds else frame_item(ds, frame, "PixelValueTransformationSequence")
     if source is not None and "RescaleSlope" in source and "RescaleIntercept" in source:
         view.RescaleSlope = source.RescaleSlope
@@ -184,7 +188,7 @@ def frame_view(ds: Dataset, frame: int) -> Dataset:
 
 
 def file_window(view: Dataset) -> Window | None:
-    """The first WindowCenter/WindowWidth pair of a frame view, or None."""
+    """The first WindowCenter/WindowWidth pair of a frame view, or None (PS3.3 C.11.2.1.2)."""
     if "WindowCenter" not in view or "WindowWidth" not in view:
         return None
     center, width = view["WindowCenter"], view["WindowWidth"]
@@ -193,10 +197,39 @@ def file_window(view: Dataset) -> Window | None:
         w = float(width.value[0] if width.VM > 1 else width.value)
     except (TypeError, ValueError):  # empty or malformed: fall back to the table
         return None
-    function = str(view.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    function = str(view.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
     if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID") or w <= 0 or (function == "LINEAR" and w < 1):
         return None
     return Window(c, w, function)
+
+
+def padding_mask(stored: np.ndarray, view: Dataset) -> np.ndarray | None:
+    """True where a stored value is Pixel Padding (PS3.3 C.7.5.1.1.2), or None when none is declared.
+
+    Pixel Padding Value alone marks one stored value; with Pixel Padding Range Limit every stored
+    value between the two (inclusive, in either order) is padding. Both are stored values, compared
+    before the modality LUT.
+    """
+    value = view.get("PixelPaddingValue")
+    if value is None or value == "" or isinstance(value, (bytes, list)):
+        return None
+    limit = view.get("PixelPaddingRangeLimit")
+    low = high = int(value)
+    if limit is not None and limit != "" and not isinstance(limit, (bytes, list)):
+        low, high = min(low, int(limit)), max(low, int(limit))
+    return (stored >= low) & (stored <= high)
+
+
+def inverts(view: Dataset) -> bool:
+    """Whether the minimum output value is shown white (PS3.3 C.11.6 and C.7.6.3.1.2).
+
+    Presentation LUT Shape INVERSE inverts the VOI output; MONOCHROME1 says the same about the
+    stored data. In an image the General Image Module (PS3.3 C.7.6.1) requires INVERSE with
+    MONOCHROME1 and IDENTITY with MONOCHROME2, so INVERSE restates MONOCHROME1: either one means
+    a single inversion, never two.
+    """
+    shape = str(view.get("PresentationLUTShape", "") or "").strip().upper()
+    return shape == "INVERSE" or str(view.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
 
 
 # --- grey levels ---------------------------------------------------------------------------
@@ -229,36 +262,97 @@ def _percentile_window(values: np.ndarray, counts: np.ndarray | None, percentile
     return Window((low + high) / 2.0, high - low, "LINEAR_EXACT")
 
 
+def _voi_lut_grey(values: np.ndarray, view: Dataset) -> np.ndarray:
+    """The first VOI LUT Sequence item applied to modality values, scaled to 0..255 (PS3.3 C.11.2.1.1).
+
+    Values below the first mapped one take the first entry, above the last the last; the output
+    range is 0 .. 2^n - 1 with n the LUT Descriptor's third value. (Written out rather than
+    ``pydicom.pixels.apply_voi``, whose 3.0 index array wraps around for 8-bit tables.)
+    """
+    item = view.VOILUTSequence[0]
+    entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    entries = entries or 65536  # PS3.3 C.11.2.1.1: 0 means 2^16 entries
+    data = item.LUTData
+    if isinstance(data, bytes):  # OW: 16-bit words in the file's byte order
+        little = getattr(view, "original_encoding", (None, True))[1] is not False
+        table = np.frombuffer(data, dtype="<u2" if little else ">u2")[:entries].astype(np.float64)
+    else:
+        table = np.asarray(data if isinstance(data, (list, tuple)) else [data], dtype=np.float64)[:entries]
+    index = np.clip(np.rint(values) - first, 0, len(table) - 1).astype(np.int64)
+    return table[index] * (GREY_MAX / float((1 << bits) - 1))
+
+
+def _voi_grey(values: np.ndarray, view: Dataset, params: PixelParams, counts: np.ndarray | None) -> np.ndarray:
+    """The VOI step (PS3.3 C.11.2): the file's VOI LUT or window with --window dicom, else ours."""
+    if params.use_file_window and view.get("VOILUTSequence"):
+        return _voi_lut_grey(values, view)
+    window = file_window(view) if params.use_file_window else None
+    if window is None:
+        window = params.window or _percentile_window(values, counts, params.percentiles)
+    return apply_windowing(np.asarray(values, dtype=np.float64), _voi8(window))
+
+
 def to_grey(frame: np.ndarray, view: Dataset, params: PixelParams) -> np.ndarray:
     """Stored values of one frame -> uint8 grey levels at native size (MONOCHROME2 sense).
 
-    Raises BlankSlice when the frame, or the windowed result, holds a single value.
+    The display pipeline in the standard's order (PS3.3 C.11, figure C.11-1): modality LUT or
+    rescale (C.11.1), VOI LUT or window (C.11.2), Presentation LUT Shape (C.11.6), with
+    MONOCHROME1 inverted (C.7.6.3.1.2). Pixel padding (C.7.5.1.1.2) takes no part in the MR
+    percentiles and is written black, like the square padding. Raises BlankSlice when the
+    frame, or the windowed result, holds a single value (padding aside).
     """
     if frame.ndim != 2:
         raise RadVQAError(f"expected a greyscale frame, got shape {frame.shape}")
     low, high = frame.min(), frame.max()
-    if low == high:
+    if frame.dtype.kind in "iu" and int(high) - int(low) < _MAX_LUT:
+        return _to_grey_lut(frame, int(low), int(high), view, params)
+    padding = padding_mask(frame, view)
+    content = frame if padding is None else frame[~padding]
+    if content.size == 0 or content.min() == content.max():
         raise BlankSlice("blank slice (every pixel has the same value)")
-    use_lut = frame.dtype.kind in "iu" and int(high) - int(low) < _MAX_LUT
+    values = apply_modality_lut(frame, view)
+    if padding is not None:
+        values = np.where(padding, np.median(values[~padding]), values)
+    grey = _grey(values, view, params, None)
+    if padding is not None:
+        grey[padding] = 0
+    _check_contrast(grey if padding is None else grey[~padding])
+    return grey
+
+
+def _to_grey_lut(frame: np.ndarray, low: int, high: int, view: Dataset, params: PixelParams) -> np.ndarray:
+    """to_grey for integer frames: every step evaluated once per distinct stored value."""
+    stored = np.arange(low, high + 1, dtype=np.int64)
+    padding = padding_mask(stored, view)
+    if padding is not None and not padding.any():
+        padding = None
+    index = np.subtract(frame, low, dtype=np.int32)
     counts: np.ndarray | None = None
-    if use_lut:
-        index = np.subtract(frame, low, dtype=np.int32)
-        values = apply_modality_lut(np.arange(int(low), int(high) + 1, dtype=np.int64), view)
-        if params.window is None:
-            counts = np.bincount(index.ravel(), minlength=len(values))
-    else:
-        values = apply_modality_lut(frame, view)
-    window = file_window(view) if params.use_file_window else None
-    if window is None:
-        window = params.window or _percentile_window(values, counts, params.percentiles)
-    grey = np.rint(apply_windowing(np.asarray(values, dtype=np.float64), _voi8(window)))
-    lut = np.clip(grey, 0, GREY_MAX).astype(np.uint8)
-    if str(view.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        lut = GREY_MAX - lut  # PS3.3 C.7.6.3.1.2: minimum value is white
-    image = np.take(lut, index) if use_lut else lut  # take: ~3x faster than fancy indexing here
-    if image.min() == image.max():
+    tables = "ModalityLUTSequence" in view or (params.use_file_window and "VOILUTSequence" in view)
+    if params.window is None or padding is not None or tables:  # else grey is monotone in the stored value
+        counts = np.bincount(index.ravel(), minlength=len(stored))
+        if padding is not None:
+            counts[padding] = 0
+        if np.count_nonzero(counts) < 2:
+            raise BlankSlice("blank slice (every pixel has the same value)")
+    elif low == high:
+        raise BlankSlice("blank slice (every pixel has the same value)")
+    grey = _grey(apply_modality_lut(stored, view), view, params, counts)
+    if padding is not None:
+        grey[padding] = 0
+    _check_contrast(grey[counts > 0] if counts is not None else grey)
+    return np.take(grey, index)  # take: ~3x faster than fancy indexing here
+
+
+def _grey(values: np.ndarray, view: Dataset, params: PixelParams, counts: np.ndarray | None) -> np.ndarray:
+    """Modality values -> uint8 after the VOI step and any inversion (C.11.2, C.11.6)."""
+    grey = np.clip(np.rint(_voi_grey(values, view, params, counts)), 0, GREY_MAX).astype(np.uint8)
+    return GREY_MAX - grey if inverts(view) else grey
+
+
+def _check_contrast(used: np.ndarray) -> None:
+    if used.size == 0 or used.min() == used.max():
         raise BlankSlice("blank slice (a single grey level after windowing)")
-    return image
 
 
 def square_resize(grey: np.ndarray, size: int) -> Image.Image:

@@ -1,112 +1,260 @@
-"""Distractor sampling that leaves no text-only shortcut.
+"""Exchangeable option sets: no text-only shortcut given the options a reader sees.
 
-For a pool of names (a region's pathologies plus "normal", or the regions) with counts n_x
-in the data, every image with true name t draws k wrong names from its eligible set E_t
-(the pool minus t and t's conflict group). We fit inclusion probabilities pi_x(t) so that
-over the data each name is offered as a wrong answer k times as often as it is the right
-one (sum_t n_t pi_x(t) = k n_x): a text-only model then sees every name right one time in
-k + 1 wherever it appears, whatever the class imbalance. Names that cannot be matched
-(more than 1/(k+1) of the pool) are offered as often as possible.
+A pool is a list of names (a region's pathologies plus "normal", or the regions) with image
+counts n_x and shares p_x. A question shows a k-set S of names: the four options of a
+multiple-choice question (k = 4), or the name of a closed question together with the image's
+own answer (k = 2: the "yes" question names the answer, the "no" question the other member).
 
-Draws use systematic sampling in a random order, which hits the fitted inclusion
-probabilities exactly and always gives k distinct names (Madow 1949).
+One distribution Q over the *valid* k-sets (no two names excluded from each other: one
+conflict group, or one option text inside another) is fitted so that name x lies in a set
+with probability pi_x = k * p_x. An image with answer t draws its set with probability
+Q(S) / pi_t among the sets that contain t. Then P(S, answer = t) = p_t Q(S) / pi_t = Q(S) / k
+for every t in S: given the set, every member is the answer with probability exactly 1 / k
+(SPEC section 3, "Exchangeability").
+
+Q is the maximum-entropy distribution with those marginals, Q(S) proportional to the product
+of per-name weights (a conditional Poisson design), fitted by Newton's method on the convex
+dual. When k * p_x cannot be met (a name, or a group of mutually excluded names, above 1/k of
+the pool), the fit saturates that group (one member in every set) and keeps the other names
+proportional to their shares: a text-only reader then finds the saturated names right at
+their share p, the least any sampler allows, and the rest at equal odds. ``Fit.leak`` is that
+residual, computed exactly.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from itertools import combinations
+
 import numpy as np
 
-_FLOOR = 1e-200
-_MAX_ITER = 3000
-_TOL = 1e-10
+_TOL = 1e-13
+_MAX_NEWTON = 200
+_ABSENT_COUNT = 0.5  # pseudo-count for names with no image, used only when the present ones cannot fill a set
 
 
-def capped_proportional(weights: np.ndarray, budget: np.ndarray) -> np.ndarray:
-    """Per row, probabilities min(1, c * w) summing to ``budget`` (rows of non-negative weights).
-
-    Rows with fewer positive weights than their budget are impossible; callers guarantee
-    enough eligible names.
-    """
-    capped = np.zeros(weights.shape, dtype=bool)
-    result = np.zeros(weights.shape)
-    for _ in range(weights.shape[1] + 1):
-        free = np.where(capped, 0.0, weights)
-        mass = free.sum(axis=1)
-        scale = np.divide(budget - capped.sum(axis=1), mass, out=np.zeros_like(mass), where=mass > 0)
-        result = np.where(capped, 1.0, free * scale[:, None])
-        newly = (result > 1.0) & ~capped
-        if not newly.any():
-            break
-        capped |= newly
-    return np.minimum(result, 1.0)
+def exclusions(texts: list[str], groups: list[set[int]], contained: bool) -> np.ndarray:
+    """Names that may not share a set: one conflict group, or (``contained``) one text inside another."""
+    n = len(texts)
+    excluded = np.zeros((n, n), dtype=bool)
+    for group in groups:
+        for a in group:
+            for b in group:
+                excluded[a, b] = a != b
+    if contained:
+        lowered = [t.lower() for t in texts]
+        for a in range(n):
+            for b in range(n):
+                if a != b and (lowered[a] in lowered[b] or lowered[b] in lowered[a]):
+                    excluded[a, b] = True
+    return excluded
 
 
-def fit_inclusion(
-    counts: np.ndarray,
-    eligible: np.ndarray,
-    k: int,
-    fixed: dict[int, float] | None = None,
-) -> np.ndarray:
-    """Fit inclusion probabilities P[t, x] for drawing k wrong names given true name t.
+def valid_sets(names: np.ndarray, k: int, excluded: np.ndarray) -> np.ndarray:
+    """All k-sets (rows of sorted name indices) of ``names`` with no excluded pair."""
+    combos = np.array(list(combinations(sorted(int(x) for x in names), k)), dtype=np.int64).reshape(-1, k)
+    ok = np.ones(len(combos), dtype=bool)
+    for i, j in combinations(range(k), 2):
+        ok &= ~excluded[combos[:, i], combos[:, j]]
+    return combos[ok]
 
-    counts: n_x per name; eligible[t, x]: x may be offered when t is the answer; fixed maps a
-    name index to a fixed inclusion probability on every row where it is eligible (the
-    "no pathology seen" rate); its matching target is then ignored.
-    """
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted distribution over valid k-sets of a pool, and what a text-only reader can infer."""
+
+    k: int
+    counts: np.ndarray  # n_x, per name of the pool
+    sets: np.ndarray  # (n_sets, k) name indices
+    q: np.ndarray  # Q(S)
+    inclusion: np.ndarray  # pi_x achieved
+    target: np.ndarray  # k * p_x
+    exact: bool  # pi = k p to 1e-9: every member of every set is right 1 / k of the time
+
+    @property
+    def shares(self) -> np.ndarray:
+        """p_x."""
+        return self.counts / max(float(self.counts.sum()), 1e-300)
+
+    def posterior(self) -> np.ndarray:
+        """(n_sets, k): P(answer = member | S) for each set and member, exact."""
+        weight = np.divide(self.shares, self.inclusion, out=np.zeros_like(self.shares), where=self.inclusion > 0)
+        member = weight[self.sets]
+        total = member.sum(axis=1, keepdims=True)
+        return np.divide(member, total, out=np.full_like(member, 1.0 / self.k), where=total > 0)
+
+    @property
+    def leak(self) -> float:
+        """Best text-only accuracy over chance (1/k): E_S[max_t P(t | S)] - 1/k, exact."""
+        if not len(self.sets) or self.counts.sum() <= 0:
+            return 0.0
+        weight = np.divide(self.shares, self.inclusion, out=np.zeros_like(self.shares), where=self.inclusion > 0)
+        return float(max(0.0, (self.q * weight[self.sets].max(axis=1)).sum() - 1.0 / self.k))
+
+    @property
+    def single_name_leak(self) -> float:
+        """For pairs (closed questions, which show one name of the pair): best accuracy of "is this
+        name the answer?" over chance, E over questions of max(P(yes | name), P(no | name)) - 1/2."""
+        weight = np.divide(self.shares, self.inclusion, out=np.zeros_like(self.shares), where=self.inclusion > 0)
+        yes = np.bincount(self.sets.ravel(), weights=(self.q[:, None] * weight[self.sets]).ravel(), minlength=len(self.counts))
+        # Each set {t, x} is asked once about each member; member x is the answer with mass Q w_x.
+        total = np.bincount(self.sets.ravel(), weights=np.repeat(self.q * weight[self.sets].sum(axis=1), self.k),
+                            minlength=len(self.counts))
+        return float(max(0.0, np.maximum(yes, total - yes).sum() / max(total.sum(), 1e-300) - 0.5))
+
+    def conditional(self, answer: int) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, other members) of the sets an image with ``answer`` draws from: Q(S) / pi_t."""
+        hit = self.sets == answer
+        rows = np.flatnonzero(hit.any(axis=1))
+        probs = self.q[rows]
+        total = probs.sum()
+        if total <= 0:
+            return np.zeros(0), np.zeros((0, self.k - 1), dtype=np.int64)
+        others = self.sets[rows][~hit[rows]].reshape(len(rows), self.k - 1)
+        return probs / total, others
+
+
+def fit_sets(counts: np.ndarray, k: int, excluded: np.ndarray, candidates: np.ndarray | None = None) -> Fit:
+    """Fit Q over the valid k-sets of the names with images (``candidates``: who may appear at all)."""
     counts = np.asarray(counts, dtype=np.float64)
-    eligible = np.asarray(eligible, dtype=bool)
-    fixed = fixed or {}
-    fixed_mask = np.zeros(len(counts), dtype=bool)
-    fixed_values = np.zeros(eligible.shape)
-    for column, value in fixed.items():
-        fixed_mask[column] = True
-        fixed_values[:, column] = np.where(eligible[:, column], value, 0.0)
-    free = eligible & ~fixed_mask[None, :]
-    budget = k - fixed_values.sum(axis=1)
-    target = k * counts
-    weights = (counts + 1.0) / (counts.max() + 1.0)
-    probs = np.zeros(eligible.shape)
-    for _ in range(_MAX_ITER):
-        previous = probs
-        probs = capped_proportional(np.where(free, np.maximum(weights, _FLOOR)[None, :], 0.0), budget)
-        if np.abs(probs - previous).max() <= _TOL:
-            break
-        offered = counts @ probs
-        # A name already offered on every image that may show it cannot grow further.
-        saturated = ((probs >= 1.0 - 1e-9) | ~free | (counts[:, None] == 0)).all(axis=0)
-        active = ~fixed_mask & (offered > 0) & ~(saturated & (offered < target))
-        ratio = np.ones_like(weights)
-        if active.any():
-            # Aim at offered proportional to target among the names that can still move: the
-            # exact match when feasible, equal right-answer rates when the pool forces excess.
-            scale = offered[active].sum() / max(target[active].sum(), _FLOOR)
-            ratio[active] = scale * target[active] / offered[active]
-        # Damped multiplicative update; rescaling keeps weights in range when a name cannot
-        # be matched (its weight would otherwise grow without bound).
-        weights = weights * np.sqrt(ratio)
-        weights = weights / weights.max()
-    return probs + fixed_values
+    n = len(counts)
+    allowed = np.ones(n, dtype=bool) if candidates is None else np.asarray(candidates, dtype=bool)
+    present = allowed & (counts > 0)
+    sets = valid_sets(np.flatnonzero(present), k, excluded)
+    weights = counts.copy()
+    if not len(sets):
+        # Too few names with images to fill one set: names without images join at a tiny share.
+        weights = np.where(allowed & (counts <= 0), _ABSENT_COUNT, counts)
+        sets = valid_sets(np.flatnonzero(allowed), k, excluded)
+    if not len(sets):
+        raise ValueError(f"no valid {k}-set of names: too many exclusions")
+    share = weights / weights.sum()
+    target = k * share
+    goal, sets = _achievable(share, k, sets, excluded)
+    q = _max_entropy(sets, goal, n)
+    inclusion = np.bincount(sets.ravel(), weights=np.repeat(q, k), minlength=n)
+    exact = bool(np.abs(inclusion - target).max() <= 1e-9)
+    return Fit(k=k, counts=weights, sets=sets, q=q, inclusion=inclusion, target=target, exact=exact)
 
 
-def systematic_draw(probs: np.ndarray, order_keys: np.ndarray, start: np.ndarray, k: int) -> np.ndarray:
-    """Draw k distinct column indices per row with inclusion probabilities ``probs`` (rows sum to k).
+def cliques(members: list[int], excluded: np.ndarray) -> list[list[int]]:
+    """Maximal cliques of the exclusion graph on ``members`` (Bron-Kerbosch), singletons included."""
+    found: list[list[int]] = []
 
-    ``order_keys`` (same shape) randomise the order of the names; ``start`` in [0, 1) is the
-    systematic start. Names with probability 0 are never drawn.
+    def extend(clique: list[int], candidates: list[int], done: list[int]) -> None:
+        if not candidates and not done:
+            found.append(clique)
+            return
+        for v in list(candidates):
+            neighbours = set(np.flatnonzero(excluded[v]).tolist())
+            extend(clique + [v], [c for c in candidates if c in neighbours], [d for d in done if d in neighbours])
+            candidates.remove(v)
+            done.append(v)
+
+    extend([], list(members), [])
+    return found + [[m] for m in members]
+
+
+def _achievable(share: np.ndarray, k: int, sets: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inclusion vector to fit and the sets on its face.
+
+    A group of mutually excluded names holds at most one member of a set, so its inclusion
+    sums to at most 1: a group above 1/k of the pool is saturated (one member in every set,
+    members in proportion to their shares), the remaining names share the rest in proportion.
     """
-    order = np.argsort(order_keys, axis=1, kind="stable")
-    cum = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
-    total = cum[:, -1:]
-    points = (start[:, None] + np.arange(k)[None, :]) * (total / k) * (1.0 - 1e-12)
-    position = (cum[:, None, :] <= points[:, :, None]).sum(axis=2)
-    return np.take_along_axis(order, np.minimum(position, probs.shape[1] - 1), axis=1)
+    members = sorted(set(sets.ravel().tolist()))
+    groups = cliques(members, excluded)
+    saturated: list[list[int]] = []
+    taken: set[int] = set()
+    while len(saturated) < k - 1:
+        free = [m for m in members if m not in taken]
+        scale = (k - len(saturated)) / share[free].sum()
+        over = [c for c in groups if not taken & set(c) and scale * share[c].sum() > 1.0 + 1e-12]
+        if not over:
+            break
+        worst = max(over, key=lambda c: (share[c].sum(), [-x for x in c]))
+        saturated.append(worst)
+        taken |= set(worst)
+    goal = np.zeros(len(share))
+    free = [m for m in members if m not in taken]
+    goal[free] = share[free] * (k - len(saturated)) / share[free].sum()
+    face = np.ones(len(sets), dtype=bool)
+    for clique in saturated:
+        goal[clique] = share[clique] / share[clique].sum()
+        face &= np.isin(sets, clique).sum(axis=1) == 1
+    return goal, sets[face] if face.any() else sets
 
 
-def inverse_cdf_draw(probs: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """Draw one column index per row with probabilities ``probs`` (rows sum to 1)."""
-    cum = np.cumsum(probs, axis=1)
-    points = start[:, None] * cum[:, -1:] * (1.0 - 1e-12)
-    return np.minimum((cum <= points).sum(axis=1), probs.shape[1] - 1)
+def _max_entropy(sets: np.ndarray, goal: np.ndarray, n: int) -> np.ndarray:
+    """Q(S) proportional to exp(sum of theta over S) with inclusion ``goal``: Newton on the convex dual.
+
+    The dual log Z(theta) - theta . goal has gradient pi(theta) - goal and Hessian Cov(1_S);
+    a backtracking line search keeps every step a descent. Stops at 1e-13 or when no step
+    helps (a goal on the polytope's boundary, fitted as closely as floating point allows).
+    """
+    incidence = np.zeros((len(sets), n))
+    np.put_along_axis(incidence, sets, 1.0, axis=1)
+    used = incidence.any(axis=0)
+    theta = np.where(used, np.log(np.maximum(goal, 1e-300)), 0.0)
+
+    def state(t: np.ndarray) -> tuple[float, np.ndarray]:
+        logits = incidence @ t
+        top = logits.max()
+        weights = np.exp(logits - top)
+        z = weights.sum()
+        return float(np.log(z) + top - t @ goal), weights / z
+
+    value, q = state(theta)
+    for _ in range(_MAX_NEWTON):
+        inclusion = q @ incidence
+        gradient = inclusion - goal
+        if np.abs(gradient[used]).max() <= _TOL:
+            break
+        weighted = incidence[:, used] * q[:, None]
+        hessian = incidence[:, used].T @ weighted - np.outer(inclusion[used], inclusion[used])
+        step = np.zeros(n)
+        step[used] = -np.linalg.lstsq(hessian + 1e-12 * np.eye(used.sum()), gradient[used], rcond=None)[0]
+        slope = float(gradient @ step)
+        size = 1.0
+        while size > 1e-10:
+            candidate_value, candidate_q = state(theta + size * step)
+            if candidate_value <= value + 1e-4 * size * slope:
+                break
+            size /= 2
+        else:
+            break
+        theta, value, q = theta + size * step, candidate_value, candidate_q
+    return q
+
+
+@dataclass(frozen=True)
+class DrawTable:
+    """Conditional set draws for many rows (one row per answer or class), flattened for vectorised lookup.
+
+    Row r's cumulative probabilities are stored as r + cumsum in ``cum``, so one
+    ``searchsorted`` over every image of a block finds each image's set.
+    """
+
+    cum: np.ndarray  # float64, increasing
+    others: np.ndarray  # (entries, k - 1) name indices
+
+    @classmethod
+    def build(cls, rows: list[tuple[np.ndarray, np.ndarray]], k: int) -> DrawTable:
+        """From per-row (probabilities, other members); a row without sets draws nothing valid."""
+        cums, others = [], []
+        for r, (probs, members) in enumerate(rows):
+            if not len(probs):
+                probs, members = np.ones(1), np.full((1, k - 1), -1, dtype=np.int64)
+            cum = np.cumsum(probs / probs.sum())
+            cum[-1] = 1.0
+            cums.append(r + cum)
+            others.append(members)
+        return cls(np.concatenate(cums), np.concatenate(others).astype(np.int64))
+
+    def draw(self, rows: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+        """The other members of the set drawn for each (row, uniform in [0, 1))."""
+        points = rows.astype(np.float64) + np.minimum(uniform, 1.0 - 1e-9)
+        return self.others[np.searchsorted(self.cum, points, side="right")]
 
 
 def place_answer(answer: np.ndarray, wrong: np.ndarray, position: np.ndarray, shuffle_keys: np.ndarray) -> np.ndarray:

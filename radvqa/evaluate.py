@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -511,7 +511,7 @@ class OpenJudge(Protocol):
 
 def evaluate(
     benchmark: Path,
-    predictions: Path,
+    predictions: Path | Sequence[Path],
     taxonomy: Taxonomy | None = None,
     judge: OpenJudge | None = None,
     allow_missing: bool = False,
@@ -520,20 +520,25 @@ def evaluate(
     compare: Path | None = None,
     replicates: int = 1000,
     seed: int = 0,
+    prediction_format: str | None = None,
 ) -> EvaluationReport:
-    """Score a predictions file against a benchmark (file or dataset folder).
+    """Score prediction files (radvqa, VLMEvalKit, LLaVA or lmms-eval; see :mod:`radvqa.predictions`).
 
     ``blind`` (the same model's text-only run) adds multimodal gain and leakage per column,
     ``compare`` (another model's run) a paired difference; ``replicates`` bootstrap draws of the
     images (seeded) give every column its 95% interval.
     """
+    from .predictions import load_predictions
+
     if replicates < 0:
         raise EvaluateError(f"--bootstrap {replicates}: must be 0 (no intervals) or more")
     files = benchmark_files(Path(benchmark))
     tax = taxonomy if taxonomy is not None else dataset_taxonomy(Path(benchmark))
     key = answer_key(tax)
-    answers = read_predictions(Path(predictions))
-    report = EvaluationReport(benchmark=[str(f) for f in files], predictions=str(predictions))
+    paths = [Path(predictions)] if isinstance(predictions, (str, Path)) else [Path(p) for p in predictions]
+    answers = load_predictions(paths, lambda: read_benchmark(files), prediction_format)
+    label = ", ".join(map(str, paths))
+    report = EvaluationReport(benchmark=[str(f) for f in files], predictions=label)
     used: set[str] = set()
     pending: list[tuple[dict[str, Any], str]] = []
     for record in read_benchmark(files):
@@ -558,13 +563,13 @@ def evaluate(
     extra = [i for i in answers if i not in used]
     if extra:
         raise EvaluateError(
-            f"{predictions}: {len(extra)} ids are not in the benchmark (e.g. '{extra[0]}')",
+            f"{label}: {len(extra)} ids are not in the benchmark (e.g. '{extra[0]}')",
             hint="score predictions against the benchmark they were made for",
         )
     missing = sum(report.missing.values())
     if missing and not allow_missing:
         raise EvaluateError(
-            f"{predictions}: {missing} of {report.questions} benchmark questions have no prediction "
+            f"{label}: {missing} of {report.questions} benchmark questions have no prediction "
             f"(e.g. '{report.missing_examples[0]}')",
             hint="pass --allow-missing to score them as wrong",
         )
@@ -578,7 +583,11 @@ def evaluate(
             report.add(record, bool(verdict))
         report.judge = judge.stats()
     runs = [
-        evaluate(benchmark, path, tax, judge, allow_missing, progress, replicates=0) if path is not None else None
+        evaluate(
+            benchmark, path, tax, judge, allow_missing, progress, replicates=0, prediction_format=prediction_format
+        )
+        if path is not None
+        else None
         for path in (blind, compare)
     ]
     blind_run, other_run = ((r.predictions, r.scored) if r is not None else None for r in runs)

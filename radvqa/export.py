@@ -7,10 +7,19 @@
 - ``hf-parquet``: parquet shards in the released RadImageNet-VQA layout (``conversations`` and
   ``metadata`` for alignment/instruct; ``question``, ``choices``, ``answer``,
   ``question_type``, ``metadata`` for benchmark) with a dataset card declaring the features;
-  image bytes are embedded when a root is given.
+  image bytes are embedded (``embed=False``: absolute image paths). Every file also carries the
+  ``datasets`` features in its schema metadata, so one file loads with a decoded ``Image`` alone.
+- ``llava-eval``: the benchmark as LLaVA's ``model_vqa`` question file (JSONL of
+  ``{question_id, image, text}``).
+- ``lmms-eval``: a task folder (``radvqa.yaml`` and ``utils.py``) over an hf-parquet export of the
+  benchmark in the same folder, for ``lmms-eval --include_path DEST --tasks radvqa``.
 - ``vlmevalkit``: the benchmark as VLMEvalKit custom-dataset TSVs with base64 images:
   ``radvqa_mcq.tsv`` (multiple choice, and closed questions as A. yes / B. no) and
   ``radvqa_open.tsv`` (open questions).
+
+Image paths in llava, sharegpt and llava-eval files are absolute (the root joined to the record's
+relative path), so a trainer finds them from any working folder; ``relative=True`` keeps them
+relative to the RadImageNet copy (LLaVA's ``--image_folder``, LLaMA-Factory's ``media_dir``).
 
 Every export streams: records are read shard by shard and written as they come; only the
 records of one image are held at a time. Files are written under temporary names.
@@ -22,6 +31,7 @@ import base64
 import csv
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +46,16 @@ from .progress import NullProgress, ProgressBar
 from .ownership import check_output, claim_output, read_record, undo_on_failure
 from .writers import temporary, write_bytes_atomic, write_json
 
-FORMATS = ("llava", "sharegpt", "hf-parquet", "vlmevalkit")
+FORMATS = ("llava", "sharegpt", "hf-parquet", "vlmevalkit", "llava-eval", "lmms-eval")
+BENCHMARK_ONLY = ("vlmevalkit", "llava-eval", "lmms-eval")  # evaluation formats: the benchmark config alone
+PATH_FORMATS = ("llava", "sharegpt", "llava-eval")  # formats that write image paths (absolute or --relative)
 GROUPS = ("question", "image")
 EXPORT_RECORD = "radvqa-export.json"  # the files an export wrote (what --overwrite removes)
 MCQ_TSV = "radvqa_mcq.tsv"
 OPEN_TSV = "radvqa_open.tsv"
+LLAVA_EVAL_FILE = "radvqa_questions.jsonl"
+LMMS_TASK = "radvqa"
+LLAMAFACTORY_ARGS = "llamafactory_data.yaml"
 PARQUET_SHARD_ROWS = {True: 10_000, False: 500_000}  # rows per parquet file with / without image bytes
 ROW_GROUP = 1_000
 IMAGE_ROW_GROUP = 100  # as `datasets` writes image datasets: row groups stay small enough to page through
@@ -117,19 +132,39 @@ def _located(part: Part) -> Iterator[tuple[Record, Where]]:
         yield record, where
 
 
+# Turn order within an image's conversation: no question's text may give away the answer of a
+# later one. Anatomy first (pathology and abnormality questions name the region), open and multiple
+# choice before the closed questions that name the answer; the closed yes/no pair in a per-image order.
+TURN_ORDER = (
+    "anatomy_open", "anatomy_mc", "anatomy_closed", "abnormality_closed", "pathology_open", "pathology_mc",
+    "pathology_closed",
+)
+
+
+def turn_key(record: Record) -> tuple[int, int]:
+    """Sort key of a question in its image's conversation (see TURN_ORDER)."""
+    slot = str(record.get("slot", ""))
+    family = slot.removesuffix("_yes").removesuffix("_no")
+    rank = TURN_ORDER.index(family) if family in TURN_ORDER else len(TURN_ORDER)
+    if family != slot:  # "yes" first for half the images, "no" first for the others
+        flip = zlib.crc32(str(record["image"]).encode()) & 1
+        return rank, int(slot.endswith("_yes")) ^ flip
+    return rank, 0
+
+
 def _grouped(part: Part, group: str) -> Iterator[list[tuple[Record, Where]]]:
-    """Records one by one, or consecutive records of one image together (group == 'image')."""
+    """Records one by one, or consecutive records of one image together in turn order (group == 'image')."""
     batch: list[tuple[Record, Where]] = []
     for item in _located(part):
         if group == "question":
             yield [item]
             continue
         if batch and batch[0][0]["image"] != item[0]["image"]:
-            yield batch
+            yield sorted(batch, key=lambda pair: turn_key(pair[0]))
             batch = []
         batch.append(item)
     if batch:
-        yield batch
+        yield sorted(batch, key=lambda pair: turn_key(pair[0]))
 
 
 def _image_path(record: Record, root: Path | None) -> str:
@@ -252,22 +287,55 @@ def _pyarrow() -> Any:
 
 
 def parquet_schema(pa: Any, benchmark: bool) -> Any:
-    """The released RadImageNet-VQA schema (benchmark rows, or conversation rows)."""
+    """The released RadImageNet-VQA schema (benchmark rows, or conversation rows), with HF features.
+
+    The ``huggingface`` schema metadata is what ``datasets`` writes itself
+    (``{"info": {"features": Features.to_dict()}}``): it makes a single file, loaded without the
+    card, decode ``image`` as an Image instead of a ``{bytes, path}`` struct.
+    """
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     metadata = pa.struct([(name, pa.bool_() if name == "is_abnormal" else pa.string()) for name in METADATA_FIELDS])
     if benchmark:
-        return pa.schema(
-            [
-                ("image", image),
-                ("question", pa.string()),
-                ("choices", pa.list_(pa.string())),
-                ("answer", pa.string()),
-                ("question_type", pa.string()),
-                ("metadata", metadata),
-            ]
-        )
-    turn = pa.struct([("from", pa.string()), ("value", pa.string())])
-    return pa.schema([("image", image), ("conversations", pa.list_(turn)), ("metadata", metadata)])
+        fields = [
+            ("image", image),
+            ("question", pa.string()),
+            ("choices", pa.list_(pa.string())),
+            ("answer", pa.string()),
+            ("question_type", pa.string()),
+            ("metadata", metadata),
+        ]
+    else:
+        turn = pa.struct([("from", pa.string()), ("value", pa.string())])
+        fields = [("image", image), ("conversations", pa.list_(turn)), ("metadata", metadata)]
+    info = {"info": {"features": hf_features(benchmark)}}
+    return pa.schema(fields, metadata={b"huggingface": orjson.dumps(info)})
+
+
+def _value(dtype: str) -> dict[str, str]:
+    return {"dtype": dtype, "_type": "Value"}
+
+
+def hf_features(benchmark: bool) -> dict[str, Any]:
+    """``datasets.Features.to_dict()`` of :func:`parquet_schema`, in the spelling every release reads.
+
+    ``choices`` is a ``Sequence`` of strings and ``conversations`` a plain list of structs: both
+    decode to lists of the same values in ``datasets`` 3.x to 5.x (scripts/check_clients.py).
+    """
+    metadata = {name: _value("bool" if name == "is_abnormal" else "string") for name in METADATA_FIELDS}
+    if benchmark:
+        return {
+            "image": {"_type": "Image"},
+            "question": _value("string"),
+            "choices": {"feature": _value("string"), "_type": "Sequence"},
+            "answer": _value("string"),
+            "question_type": _value("string"),
+            "metadata": metadata,
+        }
+    return {
+        "image": {"_type": "Image"},
+        "conversations": [{"from": _value("string"), "value": _value("string")}],
+        "metadata": metadata,
+    }
 
 
 def parquet_features(benchmark: bool) -> list[dict[str, Any]]:
@@ -307,7 +375,8 @@ def _parquet_row(record: Record, image: dict[str, Any], benchmark: bool) -> dict
         return {
             "image": image,
             "question": question_stem(record),
-            "choices": list(record.get("choices") or []),
+            # as released: a list on multiple-choice rows, null on open and closed ones
+            "choices": list(record["choices"]) if record.get("choices") else None,
             "answer": record["answer"],
             "question_type": record.get("question_type"),
             "metadata": _metadata(record),
@@ -332,7 +401,8 @@ def _count_rows(part: Part) -> int:
 def _export_parquet(
     part: Part,
     dest: Path,
-    images: ImageReader | None,
+    images: ImageReader,
+    embed: bool,
     shard_rows: int,
     bar: ProgressBar,
     result: ExportResult,
@@ -342,7 +412,7 @@ def _export_parquet(
 
     benchmark = part.config == "benchmark"
     schema = parquet_schema(pa, benchmark)
-    row_group = IMAGE_ROW_GROUP if images is not None else ROW_GROUP
+    row_group = IMAGE_ROW_GROUP if embed else ROW_GROUP
     total = _count_rows(part)
     shards = max(1, -(-total // shard_rows))
     folder = dest / part.config
@@ -371,8 +441,11 @@ def _export_parquet(
                 written.append(paths[shard])
                 tmp = temporary(paths[shard])
                 writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-            data = images.read(record, where) if images is not None else None
-            batch.append(_parquet_row(record, {"bytes": data, "path": record["image"]}, benchmark))
+            if embed:
+                image = {"bytes": images.read(record, where), "path": record["image"]}
+            else:
+                image = {"bytes": None, "path": _image_path(record, images.root)}
+            batch.append(_parquet_row(record, image, benchmark))
             seen += 1
             if len(batch) >= row_group:
                 flush()
@@ -506,6 +579,88 @@ def _export_vlmevalkit(
     return [dest / MCQ_TSV, dest / OPEN_TSV]
 
 
+# ---------------------------------------------------------------- llava-eval, lmms-eval
+
+# LLaVA's evaluation question files end each question with the answer format it was trained on
+# (LLaVA docs/Evaluation.md, e.g. the MMBench and VQAv2 question files).
+LLAVA_EVAL_SUFFIX = {
+    "multiple_choice": "\nAnswer with the option's letter from the given choices directly.",
+    "closed": "\nAnswer the question using a single word or phrase.",
+    "open": "\nAnswer the question using a single word or phrase.",
+}
+
+
+def _export_llava_eval(part: Part, dest: Path, root: Path | None, bar: ProgressBar, result: ExportResult) -> Path:
+    """LLaVA ``model_vqa`` questions: one ``{question_id, image, text, category}`` line per question."""
+    path = dest / LLAVA_EVAL_FILE
+    out = _AtomicText(path)
+    seen = 0
+    try:
+        for record, _ in _located(part):
+            text = record["question"] + LLAVA_EVAL_SUFFIX.get(str(record.get("question_type")), "")
+            item = {
+                "question_id": record["id"],
+                "image": _image_path(record, root),
+                "text": text,
+                "category": record.get("task"),
+            }
+            out.write(orjson.dumps(item) + b"\n")
+            seen += 1
+            bar.update(1)
+        _check_count(part, seen)
+        out.commit()
+    finally:
+        out.abort()
+    result.records += seen
+    result.rows += seen
+    return path
+
+
+def lmms_task_yaml(dataset_path: Path) -> str:
+    """The lmms-eval task config over the hf-parquet benchmark at ``dataset_path`` (lmms-eval's task YAML keys)."""
+    return f"""# lmms-eval task over the radvqa benchmark; written by `radvqa export --format lmms-eval`.
+# lmms-eval --include_path THIS_FOLDER --tasks {LMMS_TASK} --log_samples ...
+# then: radvqa evaluate DATASET SAMPLES.jsonl
+task: {LMMS_TASK}
+dataset_path: {_yaml_text(str(dataset_path))}
+dataset_name: benchmark
+test_split: test
+output_type: generate_until
+doc_to_visual: !function utils.radvqa_doc_to_visual
+doc_to_text: !function utils.radvqa_doc_to_text
+doc_to_target: !function utils.radvqa_doc_to_target
+generation_kwargs:
+  max_new_tokens: 64
+  temperature: 0
+  do_sample: false
+process_results: !function utils.radvqa_process_results
+metric_list:
+  - metric: radvqa_exact_match
+    aggregation: !function utils.radvqa_aggregate
+    higher_is_better: true
+lmms_eval_specific_kwargs:
+  default:
+    pre_prompt: ""
+    post_prompt: {_yaml_text(LLAVA_EVAL_SUFFIX['open'])}
+    mc_post_prompt: {_yaml_text(LLAVA_EVAL_SUFFIX['multiple_choice'])}
+metadata:
+  version: 0.0
+"""
+
+
+def _yaml_text(text: str) -> str:
+    return orjson.dumps(text).decode()  # a JSON string is a valid double-quoted YAML scalar
+
+
+def _write_lmms_task(dest: Path) -> list[Path]:
+    from importlib.resources import files
+
+    utils = files("radvqa").joinpath("data/lmms_eval/utils.py").read_bytes()
+    write_bytes_atomic(dest / f"{LMMS_TASK}.yaml", lmms_task_yaml(dest.resolve()).encode())
+    write_bytes_atomic(dest / "utils.py", utils)
+    return [dest / f"{LMMS_TASK}.yaml", dest / "utils.py"]
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -520,6 +675,30 @@ def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
         raise ConfigError(f"unknown {what} '{value}'{did_you_mean(value, choices)}; choose from {', '.join(choices)}")
 
 
+def _check_flags(fmt: str, group: str, relative: bool, embed: bool) -> None:
+    """Options that do not apply to the format are refused before any work."""
+    _check_choice(fmt, FORMATS, "format")
+    _check_choice(group, GROUPS, "--group")
+    if group == "image" and fmt not in ("llava", "sharegpt"):
+        raise ConfigError(f"--group image applies to llava and sharegpt, not {fmt}")
+    if relative and fmt not in PATH_FORMATS:
+        raise ConfigError(f"--relative applies to {', '.join(PATH_FORMATS)}, not {fmt}")
+    if not embed and fmt not in ("hf-parquet", "lmms-eval"):
+        raise ConfigError(f"--no-embed applies to hf-parquet and lmms-eval, not {fmt}")
+
+
+def _llamafactory_args(dest: Path, root: Path, files: list[Path]) -> str:
+    """The data arguments of a LLaMA-Factory training config for a --relative sharegpt export."""
+    names = ",".join(f"radvqa_{path.stem}" for path in files)
+    return (
+        "# LLaMA-Factory data arguments for this export (image paths are relative to media_dir);\n"
+        "# copy these lines into your training YAML. Written by `radvqa export --format sharegpt --relative`.\n"
+        f"dataset_dir: {_yaml_text(str(dest.resolve()))}\n"
+        f"media_dir: {_yaml_text(str(root))}\n"
+        f"dataset: {_yaml_text(names)}\n"
+    )
+
+
 def export_dataset(
     out: Path,
     dest: Path,
@@ -530,44 +709,49 @@ def export_dataset(
     shard_rows: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int, str], ProgressBar] | None = None,
+    relative: bool = False,
+    embed: bool = True,
 ) -> ExportResult:
-    """Export the dataset at ``out`` to ``dest`` in format ``fmt`` (see the module docstring)."""
+    """Export the dataset at ``out`` to ``dest`` in format ``fmt`` (see the module docstring).
+
+    ``root`` is the RadImageNet copy (default: the manifest's source root) that images are read
+    from and absolute paths point into; ``relative`` keeps paths relative to it, ``embed=False``
+    makes hf-parquet reference images by absolute path instead of embedding their bytes.
+    """
     started = time.perf_counter()
     out, dest = Path(out), Path(dest)
-    _check_choice(fmt, FORMATS, "format")
-    _check_choice(group, GROUPS, "--group")
-    if group == "image" and fmt not in ("llava", "sharegpt"):
-        raise ConfigError(f"--group image applies to llava and sharegpt, not {fmt}")
+    _check_flags(fmt, group, relative, embed)
     if shard_rows is not None and shard_rows < 1:
         raise ConfigError(f"--shard-size must be at least 1, not {shard_rows}")
     manifest = load_manifest(out)
     available = [p.config for p in dataset_parts(out, manifest)]
     for name in configs or ():
         _check_choice(name, tuple(dict.fromkeys(available)), "config")
-    if fmt == "vlmevalkit":
+    if fmt in BENCHMARK_ONLY:
         if configs and set(configs) != {"benchmark"}:
-            raise ConfigError("the vlmevalkit export holds the benchmark only; drop --only")
+            raise ConfigError(f"the {fmt} export holds the benchmark only; drop --only")
         configs = ("benchmark",)
     parts = dataset_parts(out, manifest, configs)
     if not parts:
-        missing = "no benchmark (benchmark/test-*.jsonl)" if fmt == "vlmevalkit" else "no records"
+        missing = "no benchmark (benchmark/test-*.jsonl)" if fmt in BENCHMARK_ONLY else "no records"
         raise DatasetError(f"{out}: {missing} to export")
     if dest.resolve() == out.resolve():
         raise OutputError(f"{dest}: is the dataset itself; export into another folder")
-    if fmt == "vlmevalkit" and root is None:
+    if root is None:
         root = Path(str(manifest.get("source", {}).get("root", "")))
-    if root is not None and not Path(root).is_dir():
+    if not relative and not Path(root).is_dir():  # relative paths need no copy at hand
         raise SourceError(
             f"{root}: RadImageNet copy not found", hint="pass --root with the folder holding radiology_ai/"
         )
-    if fmt == "hf-parquet":
+    absolute = Path(root).resolve()
+    if fmt in ("hf-parquet", "lmms-eval"):
         _pyarrow()
     check_output(dest, overwrite, export_files, "export folder")
     check_digests(out, manifest, parts)
     claim_output(dest, overwrite, export_files, "export folder")
     result = ExportResult(dest=dest, format=fmt)
     with undo_on_failure(dest):  # nothing half-done: a failed export leaves none of its files
-        _export(out, dest, fmt, group, root, parts, manifest, shard_rows, progress, result)
+        _export(out, dest, fmt, group, parts, manifest, shard_rows, progress, result, absolute, relative, embed)
         files = [f.relative_to(dest).as_posix() for f in result.files]
         write_json(dest / EXPORT_RECORD, {"format": f"radvqa-export-{fmt}", "files": files})
     result.seconds = time.perf_counter() - started
@@ -579,32 +763,41 @@ def _export(
     dest: Path,
     fmt: str,
     group: str,
-    root: Path | None,
     parts: list[Part],
     manifest: dict[str, Any],
     shard_rows: int | None,
     progress: Callable[[int, str], ProgressBar] | None,
     result: ExportResult,
+    absolute: Path,
+    relative: bool,
+    embed: bool,
 ) -> None:
     bar = progress(sum(_count_rows(p) for p in parts), f"export {fmt}") if progress else NullProgress()
+    paths = None if relative else absolute
     with bar:
         if fmt in ("llava", "sharegpt"):
-            absolute = Path(root).resolve() if root is not None else None
             for part in parts:
-                result.files.append(_export_conversations(part, dest, fmt, group, absolute, bar, result))
+                result.files.append(_export_conversations(part, dest, fmt, group, paths, bar, result))
             if fmt == "sharegpt":
                 write_json(dest / "dataset_info.json", _llamafactory_info(result.files))
+                if relative:
+                    text = _llamafactory_args(dest, absolute, result.files)
+                    write_bytes_atomic(dest / LLAMAFACTORY_ARGS, text.encode())
+                    result.files.append(dest / LLAMAFACTORY_ARGS)
                 result.files.append(dest / "dataset_info.json")
-        elif fmt == "hf-parquet":
-            reader = ImageReader(root) if root is not None else None
-            rows = shard_rows or PARQUET_SHARD_ROWS[reader is not None]
+        elif fmt in ("hf-parquet", "lmms-eval"):
+            reader = ImageReader(absolute)
+            rows = shard_rows or PARQUET_SHARD_ROWS[embed]
             for part in parts:
-                result.files += _export_parquet(part, dest, reader, rows, bar, result)
-            _write_parquet_card(out, dest, manifest, parts, reader is not None)
+                result.files += _export_parquet(part, dest, reader, embed, rows, bar, result)
+            _write_parquet_card(out, dest, manifest, parts, embed)
             result.files += [dest / "README.md", dest / "manifest.json"]
+            if fmt == "lmms-eval":
+                result.files += _write_lmms_task(dest)
+        elif fmt == "llava-eval":
+            result.files.append(_export_llava_eval(parts[0], dest, paths, bar, result))
         else:
-            assert root is not None
-            result.files += _export_vlmevalkit(parts, dest, ImageReader(root), bar, result)
+            result.files += _export_vlmevalkit(parts, dest, ImageReader(absolute), bar, result)
 
 
 def _write_parquet_card(out: Path, dest: Path, manifest: dict[str, Any], parts: list[Part], embedded: bool) -> None:
@@ -616,7 +809,7 @@ def _write_parquet_card(out: Path, dest: Path, manifest: dict[str, Any], parts: 
     images = (
         "Image bytes are embedded in the parquet files (`image` column)."
         if embedded
-        else "The `image` column holds paths relative to the RadImageNet copy (exported without --root)."
+        else "The `image` column holds absolute paths into the RadImageNet copy (exported with --no-embed)."
     )
     text = render_card(manifest, stats, features, parts, "parquet", images=images)
     write_bytes_atomic(dest / "README.md", text.encode())

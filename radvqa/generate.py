@@ -17,7 +17,7 @@ import orjson
 
 from . import streams
 from .config import MATCHED, Config
-from .distractors import fit_inclusion, inverse_cdf_draw, place_answer, systematic_draw
+from .distractors import DrawTable, Fit, exclusions, fit_sets, place_answer
 from .taxonomy import Taxonomy
 from .templates import Template, TemplateSet
 
@@ -42,9 +42,9 @@ SLOT_TYPE = {
 BLOCK = 1024
 # Columns of each image's uniform stream (template choices first, then draws).
 _T = {name: i for i, name in enumerate(("prompt", "caption") + INSTRUCT_SLOTS)}
-_ANAT_NO, _PATH_NO, _AM_START, _AM_POS, _PM_START, _PM_POS = range(len(_T), len(_T) + 6)
-_SHUFFLE = len(_T) + 6  # 3 columns for anatomy, 3 for pathology
-_ORDER = _SHUFFLE + 2 * WRONG
+_ANAT_NO, _PATH_NO, _AM_DRAW, _AM_POS, _PM_DRAW, _PM_POS, _COIN = range(len(_T), len(_T) + 7)
+_SHUFFLE = len(_T) + 7  # 3 columns for anatomy, 3 for pathology
+_WIDTH = _SHUFFLE + 2 * WRONG
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,14 @@ class Plan:
     meta: list[tuple[str, str, str, str, bool, int, int]]
     region_of: np.ndarray
     name_of: np.ndarray  # index of the class's pathology in its region's name list
-    # fitted draw rows per class (padded to the widest region)
-    anat_mc: np.ndarray
-    anat_no: np.ndarray
-    path_mc: np.ndarray
-    path_no: np.ndarray
+    # exchangeable set draws: anatomy rows per region, pathology rows per class (x variants)
+    anat_mc: DrawTable
+    anat_no: DrawTable
+    path_mc: DrawTable
+    path_no: DrawTable
+    path_variants: int  # 2 when "no pathology seen" has a fixed rate (row 2c + offered), else 1
+    normal_rate: float  # that fixed rate (unused when matched)
+    exchange: dict[str, dict[str, float]]  # per question kind and region: exact text-only leak
     # pre-rendered text
     prompt: list[str]
     caption: list[list[str]]  # [class][template]
@@ -108,35 +111,12 @@ def build_plan(
     """Fit distractors to this split's class counts and pre-render every template."""
     regions = list(taxonomy.regions.values())
     region_index = {r.key: i for i, r in enumerate(regions)}
-    per_region, per_name = region_counts(taxonomy, class_counts)
     widest = max(len(r.pathologies) for r in regions)
 
-    not_self = ~np.eye(len(regions), dtype=bool)
-    anat_mc_fit = fit_inclusion(per_region, not_self, WRONG)
-    anat_no_fit = fit_inclusion(per_region, not_self, 1)
-    path_mc_fit, path_no_fit = [], []
-    for region, counts in zip(regions, per_name):
-        names = region.pathologies
-        eligible = ~np.eye(len(names), dtype=bool)
-        for t, name in enumerate(names):
-            for other in region.conflicts_of(name):
-                eligible[t, names.index(other)] = False
-        fixed = None
-        if config.no_pathology_option_rate != MATCHED:
-            fixed = {names.index(taxonomy.normal_folder): float(config.no_pathology_option_rate)}
-        path_mc_fit.append(fit_inclusion(counts, eligible, WRONG, fixed))
-        path_no_fit.append(fit_inclusion(counts, eligible, 1))
-
+    draws = fit_draws(taxonomy, config, class_counts)
     classes = taxonomy.classes
     region_of = np.array([region_index[c.region] for c in classes], dtype=np.int64)
     name_of = np.array([regions[region_index[c.region]].pathologies.index(c.pathology) for c in classes])
-
-    def padded(fits: list[np.ndarray]) -> np.ndarray:
-        rows = np.zeros((len(classes), widest))
-        for i, c in enumerate(classes):
-            row = fits[region_of[i]][name_of[i]]
-            rows[i, : len(row)] = row
-        return rows
 
     pool = templates.pool
     kind = variant
@@ -181,10 +161,13 @@ def build_plan(
         ],
         region_of=region_of,
         name_of=name_of,
-        anat_mc=np.stack([anat_mc_fit[r] for r in region_of]),
-        anat_no=np.stack([anat_no_fit[r] for r in region_of]),
-        path_mc=padded(path_mc_fit),
-        path_no=padded(path_no_fit),
+        anat_mc=draws.anat_mc,
+        anat_no=draws.anat_no,
+        path_mc=draws.path_mc,
+        path_no=draws.path_no,
+        path_variants=draws.variants,
+        normal_rate=draws.rate,
+        exchange=draws.exchange,
         prompt=[t.text for t in pool("prompt", kind)],
         caption=captions,
         anatomy_open=[t.text for t in pool("anatomy_open", kind)],
@@ -210,6 +193,76 @@ def build_plan(
     )
 
 
+@dataclass(frozen=True)
+class Draws:
+    """The four exchangeable draws of one split and their exact residual leaks."""
+
+    anat_mc: DrawTable
+    anat_no: DrawTable
+    path_mc: DrawTable
+    path_no: DrawTable
+    variants: int
+    rate: float
+    exchange: dict[str, dict[str, float]]
+
+
+def fit_draws(taxonomy: Taxonomy, config: Config, class_counts: np.ndarray) -> Draws:
+    """Fit every exchangeable set distribution of a split from its class counts (SPEC section 3)."""
+    regions = list(taxonomy.regions.values())
+    per_region, per_name = region_counts(taxonomy, class_counts)
+    region_texts = [r.name for r in regions]
+    anat_mc = fit_sets(per_region, len(LETTERS), exclusions(region_texts, [], True))
+    anat_no = fit_sets(per_region, 2, exclusions(region_texts, [], False))
+    rate = -1.0 if config.no_pathology_option_rate == MATCHED else float(config.no_pathology_option_rate)
+    variants = 1 if rate < 0 else 2
+    exchange: dict[str, dict[str, float]] = {
+        "anatomy_mc": {"all": anat_mc.leak},
+        "anatomy_closed": {"all": anat_no.single_name_leak},
+        "pathology_mc": {},
+        "pathology_closed": {},
+    }
+    mc_rows: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    no_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for region, counts in zip(regions, per_name):
+        names = region.pathologies
+        normal = names.index(taxonomy.normal_folder)
+        closed = fit_sets(counts, 2, taxonomy.exclusions(region.key, False))
+        exchange["pathology_closed"][region.key] = closed.single_name_leak
+        excluded = taxonomy.exclusions(region.key, True)
+        if rate < 0:
+            fits: list[Fit] = [fit_sets(counts, len(LETTERS), excluded)]
+            exchange["pathology_mc"][region.key] = fits[0].leak
+        else:
+            abnormal = np.arange(len(names)) != normal
+            # Sets shown with "no pathology seen": three abnormal names that may stand beside it.
+            beside = abnormal & ~excluded[normal]
+            fits = [fit_sets(counts, len(LETTERS), excluded, abnormal), fit_sets(counts, WRONG, excluded, beside)]
+            exchange["pathology_mc"][region.key] = max(f.leak for f in fits)
+        for c in taxonomy.classes:
+            if c.region != region.key:
+                continue
+            t = names.index(c.pathology)
+            no_rows[c.index] = closed.conditional(t)
+            if rate < 0:
+                mc_rows[c.index] = [fits[0].conditional(t)]
+            elif t == normal:
+                with_normal = (fits[1].q, fits[1].sets)
+                mc_rows[c.index] = [with_normal, with_normal]
+            else:
+                probs, others = fits[1].conditional(t)
+                mc_rows[c.index] = [fits[0].conditional(t), (probs, np.column_stack([others, np.full(len(others), normal)]))]
+    classes = range(len(taxonomy.classes))
+    return Draws(
+        anat_mc=DrawTable.build([anat_mc.conditional(r) for r in range(len(regions))], len(LETTERS)),
+        anat_no=DrawTable.build([anat_no.conditional(r) for r in range(len(regions))], 2),
+        path_mc=DrawTable.build([row for c in classes for row in mc_rows[c]], len(LETTERS)),
+        path_no=DrawTable.build([no_rows[c] for c in classes], 2),
+        variants=variants,
+        rate=max(rate, 0.0),
+        exchange=exchange,
+    )
+
+
 def _render(template: Template, **values: str) -> str:
     """Render with only the placeholders the template uses (templates may omit any)."""
     return template.render(**{k: v for k, v in values.items() if k in template.fields})
@@ -225,6 +278,7 @@ class Slice:
     keys: np.ndarray
     anatomy_letter: np.ndarray | None = None
     pathology_letter: np.ndarray | None = None
+    slot_of: np.ndarray | None = None  # per-slot benchmark: the one slot (index) each image is asked
 
     def __len__(self) -> int:
         return len(self.images)
@@ -238,21 +292,25 @@ class Slice:
             keys=self.keys[start:stop],
             anatomy_letter=None if self.anatomy_letter is None else self.anatomy_letter[start:stop],
             pathology_letter=None if self.pathology_letter is None else self.pathology_letter[start:stop],
+            slot_of=None if self.slot_of is None else self.slot_of[start:stop],
         )
 
 
 def draw_options(plan: Plan, block: Slice, u: np.ndarray) -> tuple[np.ndarray, ...]:
     """Vectorised choices for a block: closed "no" names, option rows and correct letters."""
-    n_regions = plan.anat_mc.shape[1]
     cls = block.classes
+    region, own = plan.region_of[cls], plan.name_of[cls]
     anat_letter = _letters(u[:, _AM_POS], block.anatomy_letter)
     path_letter = _letters(u[:, _PM_POS], block.pathology_letter)
-    anat_wrong = systematic_draw(plan.anat_mc[cls], u[:, _ORDER : _ORDER + n_regions], u[:, _AM_START], WRONG)
-    path_wrong = systematic_draw(plan.path_mc[cls], u[:, _ORDER + n_regions :], u[:, _PM_START], WRONG)
-    anat_options = place_answer(plan.region_of[cls], anat_wrong, anat_letter, u[:, _SHUFFLE : _SHUFFLE + WRONG])
-    path_options = place_answer(plan.name_of[cls], path_wrong, path_letter, u[:, _SHUFFLE + WRONG : _ORDER])
-    anat_no = inverse_cdf_draw(plan.anat_no[cls], u[:, _ANAT_NO])
-    path_no = inverse_cdf_draw(plan.path_no[cls], u[:, _PATH_NO])
+    variant = (u[:, _COIN] < plan.normal_rate).astype(np.int64) if plan.path_variants > 1 else 0
+    anat_wrong = plan.anat_mc.draw(region, u[:, _AM_DRAW])
+    path_wrong = plan.path_mc.draw(cls * plan.path_variants + variant, u[:, _PM_DRAW])
+    anat_options = place_answer(region, anat_wrong, anat_letter, u[:, _SHUFFLE : _SHUFFLE + WRONG])
+    path_options = place_answer(own, path_wrong, path_letter, u[:, _SHUFFLE + WRONG : _WIDTH])
+    anat_no = plan.anat_no.draw(region, u[:, _ANAT_NO])[:, 0]
+    path_no = plan.path_no.draw(cls, u[:, _PATH_NO])[:, 0]
+    if (path_wrong < 0).any() or (anat_wrong < 0).any() or (path_no < 0).any() or (anat_no < 0).any():
+        raise ValueError("an image's class has no valid option set (its region has too few names)")
     return anat_no, anat_options, anat_letter, path_no, path_options, path_letter
 
 
@@ -275,8 +333,13 @@ def render(plan: Plan, images: Slice, config_name: str) -> Iterator[bytes]:
         if config_name == "alignment":
             yield from _captions(plan, block, streams.uniforms(keys, 2))
         else:
-            u = streams.uniforms(keys, _ORDER + plan.anat_mc.shape[1] + plan.widest)
-            yield from _questions(plan, block, u)
+            u = streams.uniforms(keys, _WIDTH)
+            lines = _questions(plan, block, u)
+            if block.slot_of is None:
+                yield from lines
+                continue
+            for keep in block.slot_of.tolist():
+                yield [next(lines) for _ in INSTRUCT_SLOTS][keep]
 
 
 def _captions(plan: Plan, block: Slice, u: np.ndarray) -> Iterator[bytes]:

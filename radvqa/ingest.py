@@ -1,9 +1,12 @@
 """``ingest-dicom``: a folder of DICOM studies -> a RadImageNet-shaped copy ``generate`` reads.
 
-Steps: read LABELS.csv (checked against the taxonomy) -> read every file's header -> group
-by SeriesInstanceUID, order by position along the slice normal -> pick slices -> split by
-a salted hash of the PatientID -> render each slice (``radvqa.dicom``) -> move the finished
-PNGs into ``radiology_ai/`` and write the three ``RadiologyAI_*.csv`` files.
+Steps: read LABELS.csv (checked against the taxonomy) -> read every file's header, skipping
+what is not an acquired CT/MR slice -> group by SeriesInstanceUID (one stack per plane of a
+mixed-plane enhanced file), order by position along the slice normal -> pick slices -> split
+by a salted hash of the PatientID -> render each slice -> move the finished PNGs into
+``radiology_ai/``, write the three ``RadiologyAI_*.csv`` files and ``.radvqa-ingest/report.json``.
+Reading headers and rendering run in ``radvqa.ingest_tasks`` (worker processes import only
+that module and ``radvqa.dicom``: no pandas).
 
 Privacy: no DICOM header value (names, ids, UIDs, dates) reaches a file name, a CSV or a
 message. Names are keyed hashes (BLAKE2b keyed with the user's salt); messages name files by
@@ -30,18 +33,20 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from .dicom import (
-    DICOM_WINDOW,
-    BlankSlice,
-    PixelParams,
-    WindowTable,
-    check_decoder,
-    frame_item,
-    frame_view,
-    render_frame,
-)
+from .dicom import DICOM_WINDOW, PixelParams, WindowTable, check_decoder
 from .errors import ConfigError, OutputError, SourceError, did_you_mean
 from .executors import Executor, ExecutorSpec, Job, run_tasks
+from .ingest_tasks import (
+    Candidate,
+    FileTask,
+    FrameRef,
+    SKIP_DERIVED,
+    JobResult,
+    SliceJob,
+    convert_tasks,
+    plane_key,
+    read_headers,
+)
 from .progress import NullProgress, ProgressBar
 from .source import CSV_NAMES, SPLITS, TOP_FOLDER, hash_split
 from .taxonomy import ImageClass, Taxonomy
@@ -56,18 +61,10 @@ LABEL_COLUMNS = ("modality", "anatomy", "pathology")
 OPTIONAL_COLUMNS = ("window",)
 MODALITY_ALIASES = {"MRI": "MR"}
 WINDOW_MODES = ("auto", DICOM_WINDOW)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: 64-bit name hashes
+REPORT_NAME = "report.json"
 _EXAMPLES = 3
 _BATCH = 8  # files per pool task (times Executor.per_task on a cluster)
-_GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
-_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-# What the header scan reads (pydicom skips the rest: about 30% faster than a full header).
-_HEADER_TAGS = (
-    "SeriesInstanceUID", "StudyInstanceUID", "PatientID", "Modality", "SOPInstanceUID", "InstanceNumber",
-    "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "PhotometricInterpretation",
-    "ImageOrientationPatient", "ImagePositionPatient",
-    "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence", *_PIXEL_TAGS,
-)
 _SCAN_CHUNK = 64  # files per pool task while reading headers
 
 
@@ -119,6 +116,7 @@ class IngestOptions:
     split_ratios: dict[str, float] = field(default_factory=lambda: {"train": 0.889, "val": 0.037, "test": 0.074})
     workers: int = 1
     overwrite: bool = False
+    include_derived: bool = False
 
     def check(self) -> None:
         """Reject impossible values with one-line errors."""
@@ -158,12 +156,16 @@ def _digest(salt: str, purpose: bytes, data: str, size: int) -> bytes:
 
 def series_tag(salt: str, series_uid: str) -> str:
     """The first part of a series' output names: a keyed hash of its SeriesInstanceUID."""
-    return _digest(salt, b"radvqa-series", series_uid, 6).hex()
+    return _digest(salt, b"radvqa-series", series_uid, 8).hex()
 
 
 def slice_tag(salt: str, sop_instance_uid: str, frame: int) -> str:
-    """The second part of a slice's output name: a keyed hash of its SOPInstanceUID and frame."""
-    return _digest(salt, b"radvqa-slice", f"{sop_instance_uid}\0{frame}", 4).hex()
+    """The second part of a slice's output name: a keyed hash of its SOPInstanceUID and frame.
+
+    64 bits each for the series and slice parts: within one series, the chance that two of
+    n slices share a name is about n^2 / 2^65 (and a collision is detected, never overwritten).
+    """
+    return _digest(salt, b"radvqa-slice", f"{sop_instance_uid}\0{frame}", 8).hex()
 
 
 # --- labels --------------------------------------------------------------------------------
@@ -268,28 +270,21 @@ def _resolve(taxonomy: Taxonomy, modality: str, anatomy: str, pathology: str, wh
 # --- scanning ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FrameRef:
-    """One frame of one file, with what is needed to order it."""
-
-    rel: str
-    frame: int
-    sop: str
-    position: tuple[float, float, float] | None
-    instance: int | None
-    syntax: str
-
-
 @dataclass
 class SeriesInfo:
-    """Everything the header scan learnt about one series (never written out)."""
+    """Everything the header scan learnt about one stack (never written out).
 
+    A stack is a series, or one plane of an enhanced multi-frame file whose frames lie in
+    several planes (``key`` then adds the plane to the SeriesInstanceUID ``uid``).
+    """
+
+    key: str
     uid: str
     study: str = ""
     modality: str = ""
     patients: set[str] = field(default_factory=set)
     shapes: set[tuple[int, int]] = field(default_factory=set)
-    orientations: list[tuple[float, ...]] = field(default_factory=list)
+    planes: dict[tuple[float, ...], tuple[float, ...]] = field(default_factory=dict)
     frames: list[FrameRef] = field(default_factory=list)
 
     @property
@@ -333,10 +328,10 @@ class IngestReport:
             kept.append(example)
 
     def lines(self) -> list[str]:
-        """Human-readable summary."""
+        """Human-readable summary, then the problem lines."""
         total = sum(self.slices.values())
         rate = (self.written / self.seconds) if self.seconds else 0.0
-        out = [
+        return [
             (
                 f"input: {self.files} files, {self.images} DICOM images in {self.series} series "
                 f"({self.labelled_series} labelled)"
@@ -347,7 +342,12 @@ class IngestReport:
                 f"wrote {self.written} PNGs, reused {self.reused} from an earlier run, removed {self.removed} "
                 f"stale, in {self.seconds:.1f} s ({rate:,.0f} slices/s)"
             ),
+            *self.problem_lines(),
         ]
+
+    def problem_lines(self) -> list[str]:
+        """The skip reasons and warnings, with example paths: printed even with --quiet."""
+        out = []
         for reason, n in sorted(self.skipped.items()):
             examples = ", ".join(self.examples.get(reason, []))
             out.append(f"skipped {n}: {reason}" + (f" (e.g. {examples})" if examples else ""))
@@ -357,8 +357,17 @@ class IngestReport:
         out.extend(f"warning: {w}" for w in self.warnings)
         return out
 
+    @property
+    def ingested(self) -> int:
+        """Slices in the copy (written now or kept from an earlier run)."""
+        return sum(self.slices.values())
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for the state file."""
+        """Plain dict for report.json and the state file: counts, and example paths under INPUT."""
+
+        def detailed(counts: dict[str, int]) -> dict[str, Any]:
+            return {k: {"count": n, "examples": self.examples.get(k, [])} for k, n in sorted(counts.items())}
+
         return {
             "files": self.files,
             "images": self.images,
@@ -366,8 +375,12 @@ class IngestReport:
             "labelled_series": self.labelled_series,
             "slices": self.slices,
             "patients": self.patients,
-            "skipped": self.skipped,
-            "notices": self.notices,
+            "written": self.written,
+            "reused": self.reused,
+            "removed": self.removed,
+            "skipped": detailed(self.skipped),
+            "notices": detailed(self.notices),
+            "warnings": list(self.warnings),
         }
 
 
@@ -388,67 +401,6 @@ def walk_files(root: Path) -> Iterator[str]:
     yield from sorted(found)
 
 
-def read_header(path: Path, rel: str) -> tuple[str, list[FrameRef], dict[str, Any]] | str:
-    """(series uid, frames, series facts) of one file, or why it cannot be used."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(path, defer_size="2 KB", specific_tags=list(_HEADER_TAGS))
-    except InvalidDicomError:
-        return "not a DICOM file"
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged headers
-        return f"unreadable DICOM header ({type(exc).__name__})"
-    if not any(tag in ds for tag in _PIXEL_TAGS):
-        return "no image data (not an image object)"
-    uid = str(ds.get("SeriesInstanceUID", "") or "")
-    if not uid:
-        return "no SeriesInstanceUID"
-    photometric = str(ds.get("PhotometricInterpretation", "") or "")
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or photometric not in _GREYSCALE:
-        return "not a greyscale image (only MONOCHROME1/2 CT and MR are supported)"
-    try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        shape = (int(ds.Rows), int(ds.Columns))
-    except (AttributeError, TypeError, ValueError):
-        return "no valid Rows/Columns/NumberOfFrames"
-    syntax = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
-    orientation = _vector(ds.get("ImageOrientationPatient"), 6)
-    if orientation is None:
-        item = frame_item(ds, 0, "PlaneOrientationSequence")
-        orientation = _vector(item.get("ImageOrientationPatient") if item else None, 6)
-    sop = str(ds.get("SOPInstanceUID", "") or rel)
-    instance = ds.get("InstanceNumber")
-    refs = []
-    for frame in range(frames):
-        if frames == 1:
-            position = _vector(ds.get("ImagePositionPatient"), 3)
-        else:
-            item = frame_item(ds, frame, "PlanePositionSequence")
-            position = _vector(item.get("ImagePositionPatient") if item else None, 3)
-        refs.append(
-            FrameRef(rel, frame, sop, position, int(instance) if instance not in (None, "") else None, syntax)
-        )
-    facts = {
-        "study": str(ds.get("StudyInstanceUID", "") or ""),
-        "patient": str(ds.get("PatientID", "") or ""),
-        "modality": str(ds.get("Modality", "") or ""),
-        "shape": shape,
-        "orientation": orientation,
-    }
-    return uid, refs, facts
-
-
-def _vector(value: Any, length: int) -> Any:
-    try:
-        numbers = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    return numbers if len(numbers) == length else None
-
-
-def _read_headers(input_dir: str, rels: list[str]) -> list[tuple[str, Any]]:
-    return [(rel, read_header(Path(input_dir) / rel, rel)) for rel in rels]
 
 
 def scan(
@@ -457,12 +409,16 @@ def scan(
     report: IngestReport,
     bar: ProgressBar,
     executor: Executor | None = None,
+    include_derived: bool = False,
 ) -> dict[str, SeriesInfo]:
-    """Read the header of each file (batches of files on ``executor``); group the images by SeriesInstanceUID."""
+    """Read the header of each file (batches of files on ``executor``); group the images into stacks.
+
+    A stack is a SeriesInstanceUID, split by plane when one enhanced file holds several.
+    """
     executor = executor or Executor()  # default: in this process
     size = _SCAN_CHUNK * executor.per_task
     chunks = [files[i : i + size] for i in range(0, len(files), size)]
-    job = Job(_read_headers, list(enumerate(chunks)), str(input_dir), weight=lambda c, _: len(c), unit="header batches read")
+    job = Job(read_headers, list(enumerate(chunks)), str(input_dir), weight=lambda c, _: len(c), unit="header batches read")
     batches: list[list[tuple[str, Any]]] = run_tasks(executor, job, bar)
     headers = chain.from_iterable(batches)
     series: dict[str, SeriesInfo] = {}
@@ -472,62 +428,67 @@ def scan(
             report.skip(result, rel)
             continue
         uid, refs, facts = result
-        info = series.setdefault(uid, SeriesInfo(uid=uid, study=facts["study"], modality=facts["modality"]))
-        info.patients.add(facts["patient"])
-        info.shapes.add(facts["shape"])
-        if facts["orientation"] is not None:
-            info.orientations.append(facts["orientation"])
-        info.frames.extend(refs)
+        if facts["derived"] and not include_derived:
+            report.skip(SKIP_DERIVED, rel)
+            continue
+        planes = {plane_key(r.orientation) for r in refs}
+        for ref in refs:
+            plane = plane_key(ref.orientation)
+            key = uid if len(planes) == 1 else f"{uid}\0{plane}"
+            info = series.get(key)
+            if info is None:
+                info = series[key] = SeriesInfo(key, uid, study=facts["study"], modality=facts["modality"])
+            info.patients.add(facts["patient"])
+            info.shapes.add(facts["shape"])
+            if plane is not None and ref.orientation is not None:
+                info.planes.setdefault(plane, ref.orientation)
+            info.frames.append(ref)
         report.images += len(refs)
-    report.series = len(series)
+    report.series = len({info.uid for info in series.values()})
     return series
 
 
-def order_frames(info: SeriesInfo, report: IngestReport) -> list[FrameRef]:
-    """Frames sorted along the slice normal (PS3.3 C.7.6.2.1.1), else by InstanceNumber."""
+Sources = tuple[tuple[str, int], ...]
+
+
+def order_frames(info: SeriesInfo, report: IngestReport) -> list[tuple[FrameRef, Sources]]:
+    """Frames sorted along the slice normal (PS3.3 C.7.6.2.1.1), else by InstanceNumber.
+
+    Copies of one SOP instance (same SOPInstanceUID and frame) become one frame whose sources
+    are the copies in path order: the first that decodes is used.
+    """
     unique: dict[tuple[str, int], FrameRef] = {}
+    copies: dict[tuple[str, int], list[tuple[str, int]]] = {}
     for ref in sorted(info.frames, key=lambda f: (f.rel, f.frame)):
-        if (ref.sop, ref.frame) in unique:
-            report.skip("duplicate image (same SOPInstanceUID as another file; first kept)", ref.rel)
-            continue
-        unique[(ref.sop, ref.frame)] = ref
+        key = (ref.sop, ref.frame)
+        if key in unique:
+            report.skip("duplicate image (same SOPInstanceUID as another file; the first copy that decodes is used)", ref.rel)
+        else:
+            unique[key] = ref
+        copies.setdefault(key, []).append((ref.rel, ref.frame))
     frames = list(unique.values())
-    if info.orientations and all(f.position is not None for f in frames):
-        o = np.asarray(info.orientations[0])
+    if info.planes and all(f.position is not None for f in frames):
+        o = np.asarray(next(iter(info.planes.values())))
         normal = np.cross(o[:3], o[3:])
-        return sorted(
-            frames, key=lambda f: (float(np.dot(np.asarray(f.position), normal)), f.instance or 0, f.rel, f.frame)
-        )
-    if all(f.instance is not None for f in frames):
-        return sorted(frames, key=lambda f: (f.instance, f.frame, f.rel))
-    report.notice("series without positions or instance numbers, ordered by file name", info.folder)
-    return frames
+        frames.sort(key=lambda f: (float(np.dot(np.asarray(f.position), normal)), f.instance or 0, f.rel, f.frame))
+    elif all(f.instance is not None for f in frames):
+        frames.sort(key=lambda f: (f.instance, f.frame, f.rel))
+    else:
+        report.notice("series without positions or instance numbers, ordered by file name", info.folder)
+    return [(f, tuple(copies[(f.sop, f.frame)])) for f in frames]
 
 
 def _geometry_problem(info: SeriesInfo) -> str | None:
     if len(info.shapes) > 1:
         return "series with inconsistent geometry (different Rows/Columns)"
-    if info.orientations:
-        first = np.asarray(info.orientations[0])
-        if any(np.abs(np.asarray(o) - first).max() > 1e-3 for o in info.orientations):
-            return "series with inconsistent geometry (different orientations)"
+    if len(info.planes) > 1:
+        return "series with inconsistent geometry (different orientations)"
     if len(info.patients) > 1:
         return "series with several PatientIDs"
     return None
 
 
 # --- planning ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileTask:
-    """The slices to render from one file, where they go, and how."""
-
-    path: str
-    rel: str
-    frames: tuple[tuple[int, str], ...]
-    params: PixelParams
-    stage: str
 
 
 @dataclass(frozen=True)
@@ -541,18 +502,17 @@ class PlannedSlice:
 
 @dataclass
 class Plan:
-    """Every slice to produce, grouped by source file."""
+    """Every slice job, and every name a job may write (with its split and label)."""
 
     slices: dict[str, PlannedSlice] = field(default_factory=dict)
-    files: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
-    params: dict[str, PixelParams] = field(default_factory=dict)
+    jobs: list[SliceJob] = field(default_factory=list)
 
 
-def _match(labels: Labels, info: SeriesInfo) -> tuple[LabelRow | None, str | None]:
-    if labels.kind == "series_uid":
-        return labels.rows.get(info.uid), None
-    if labels.kind == "study_uid":
-        return labels.rows.get(info.study), None
+def _match(labels: Labels, info: SeriesInfo) -> tuple[LabelRow | None, str | None, set[int]]:
+    """The label row of a series, a conflict reason, and the lines of every row that matched it."""
+    if labels.kind in ("series_uid", "study_uid"):
+        row = labels.rows.get(info.uid if labels.kind == "series_uid" else info.study)
+        return row, None, ({row.line} if row else set())
     found: dict[str, LabelRow | None] = {}
     for ref in info.frames:
         parts = ref.rel.split("/")
@@ -563,11 +523,12 @@ def _match(labels: Labels, info: SeriesInfo) -> tuple[LabelRow | None, str | Non
                 break
         found[ref.rel] = best
     rows = set(found.values())
+    lines = {r.line for r in rows if r is not None}
     if rows == {None}:
-        return None, None
+        return None, None, lines
     if None in rows or len({(r.image_class, r.window) for r in rows if r is not None}) > 1:
-        return None, "series whose files match different LABELS.csv rows"
-    return min((r for r in rows if r is not None), key=lambda r: r.line), None
+        return None, "series whose files match different LABELS.csv rows", lines
+    return min((r for r in rows if r is not None), key=lambda r: r.line), None, lines
 
 
 def _params(row: LabelRow, windows: WindowTable, options: IngestOptions) -> PixelParams:
@@ -584,6 +545,15 @@ def _params(row: LabelRow, windows: WindowTable, options: IngestOptions) -> Pixe
     return PixelParams(cls.modality, window, use_file, windows.mr_percentiles, options.size)
 
 
+def _picks(frames: list[tuple[FrameRef, Sources]], spec: SliceSpec) -> list[list[tuple[FrameRef, Sources]]]:
+    """The selected slices, each with its fall-backs: for middle, every frame by distance from it."""
+    picked = spec.select(len(frames))
+    if spec.mode != "middle" or not picked:
+        return [[frames[i]] for i in picked]
+    middle = picked[0]
+    return [[frames[i] for i in sorted(range(len(frames)), key=lambda i: (abs(i - middle), i))]]
+
+
 def plan_ingest(
     series: dict[str, SeriesInfo],
     labels: Labels,
@@ -591,21 +561,24 @@ def plan_ingest(
     options: IngestOptions,
     report: IngestReport,
 ) -> Plan:
-    """Label, check, order, select and name the slices of every series; split by patient."""
+    """Label, check, order, select and name the slices of every stack; split by patient.
+
+    Raises OutputError when two different slices would get one name (a hash collision).
+    """
     plan = Plan()
     used: set[int] = set()
-    chosen: list[tuple[SeriesInfo, LabelRow, list[FrameRef]]] = []
+    chosen: list[tuple[SeriesInfo, LabelRow, list[list[tuple[FrameRef, Sources]]]]] = []
     syntaxes: dict[str, str] = {}
-    for uid in sorted(series, key=lambda u: series[u].folder):
-        info = series[uid]
-        row, conflict = _match(labels, info)
+    for key in sorted(series, key=lambda k: (series[k].folder, k)):
+        info = series[key]
+        row, conflict, lines = _match(labels, info)
+        used |= lines
         if conflict:
             report.skip(conflict, info.folder)
             continue
         if row is None:
             report.skip("unlabelled series (no LABELS.csv row)", info.folder)
             continue
-        used.add(row.line)
         cls = row.image_class
         if info.modality and info.modality != cls.modality:
             report.skip(f"label modality differs from the files' (DICOM modality {info.modality})", info.folder)
@@ -614,47 +587,57 @@ def plan_ingest(
         if problem:
             report.skip(problem, info.folder)
             continue
-        frames = order_frames(info, report)
-        picked = [frames[i] for i in options.slices.select(len(frames))]
-        for ref in picked:
-            syntaxes.setdefault(ref.syntax, ref.rel)
-        chosen.append((info, row, picked))
+        picks = _picks(order_frames(info, report), options.slices)
+        for candidates in picks:
+            syntaxes.setdefault(candidates[0][0].syntax, candidates[0][0].rel)
+        chosen.append((info, row, picks))
     unsupported = {}
     for syntax in sorted(syntaxes):
         reason = check_decoder(syntax)  # raises MissingDependencyError before any work
         if reason:
             unsupported[syntax] = reason
     patient_keys: dict[str, str] = {}
-    for info, row, picked in chosen:
+    for info, _, _ in chosen:
         patient = next(iter(info.patients)) or f"study:{info.study}"
         if not next(iter(info.patients)):
             report.notice("series without PatientID, split by study instead", info.folder)
-        patient_keys[info.uid] = patient
+        patient_keys[info.key] = patient
     splits = _patient_splits(sorted(set(patient_keys.values())), options)
     per_split_patients: dict[str, set[str]] = {s: set() for s in SPLITS}
-    for info, row, picked in chosen:
-        bad = [ref for ref in picked if ref.syntax in unsupported]
-        for ref in bad:
-            report.skip(unsupported[ref.syntax], ref.rel)
-        picked = [ref for ref in picked if ref.syntax not in unsupported]
-        if not picked:
+    owners: dict[str, tuple[str, str, int]] = {}
+    for info, row, picks in chosen:
+        kept = []
+        for candidates in picks:
+            first = candidates[0][0]
+            if first.syntax in unsupported:
+                report.skip(unsupported[first.syntax], first.rel)
+                continue
+            kept.append([c for c in candidates if c[0].syntax not in unsupported])
+        if not kept:
             continue
         report.labelled_series += 1
         cls = row.image_class
-        split = splits[patient_keys[info.uid]]
-        per_split_patients[split].add(patient_keys[info.uid])
+        split = splits[patient_keys[info.key]]
+        per_split_patients[split].add(patient_keys[info.key])
         params = _params(row, windows, options)
-        prefix = f"{TOP_FOLDER}/{cls.folder}/{series_tag(options.salt, info.uid)}-"
-        for ref in picked:
-            out = f"{prefix}{slice_tag(options.salt, ref.sop, ref.frame)}.png"
-            plan.slices[out] = PlannedSlice(out, split, cls.label)
-            plan.files.setdefault(ref.rel, []).append((ref.frame, out))
-            plan.params[ref.rel] = params
+        prefix = f"{TOP_FOLDER}/{cls.folder}/{series_tag(options.salt, info.key)}-"
+        for candidates in kept:
+            job = []
+            for ref, sources in candidates:
+                out = f"{prefix}{slice_tag(options.salt, ref.sop, ref.frame)}.png"
+                owner = owners.setdefault(out, (info.key, ref.sop, ref.frame))
+                if owner != (info.key, ref.sop, ref.frame):
+                    raise OutputError(
+                        f"two slices of {info.folder} hash to one output name ({out.rsplit('/', 1)[-1]}); "
+                        "nothing was written: run again with another --salt"
+                    )
+                plan.slices[out] = PlannedSlice(out, split, cls.label)
+                job.append(Candidate(out, sources))
+            plan.jobs.append(SliceJob(tuple(job), params))
     unused = sorted({r.line for r in labels.rows.values()} - used)
     if unused:
         report.warnings.append(f"{len(unused)} LABELS.csv rows match no series (e.g. line {unused[0]})")
     report.patients = {s: len(p) for s, p in per_split_patients.items()}
-    report.slices = {s: sum(1 for p in plan.slices.values() if p.split == s) for s in SPLITS}
     return plan
 
 
@@ -670,71 +653,34 @@ def _patient_splits(patients: list[str], options: IngestOptions) -> dict[str, st
 # --- rendering -----------------------------------------------------------------------------
 
 
-@dataclass
-class FileResult:
-    """What happened to the slices of one file."""
-
-    rel: str
-    written: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    text = text.split(" - ")[0][:100]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def convert_file(task: FileTask) -> FileResult:
-    """Decode one file and write its selected slices (each PNG via a temporary name)."""
-    import pydicom
-    from pydicom.pixels import pixel_array
-
-    result = FileResult(task.rel)
-    try:
-        ds = pydicom.dcmread(task.path)
-        frames_in_file = int(ds.get("NumberOfFrames", 1) or 1)
-        if frames_in_file == 1 or len(task.frames) * 2 > frames_in_file:
-            stack = ds.pixel_array.reshape(frames_in_file, int(ds.Rows), int(ds.Columns))
-            arrays = {frame: stack[frame] for frame, _ in task.frames}
-        else:
-            arrays = {frame: pixel_array(ds, index=frame) for frame, _ in task.frames}
-    except Exception as exc:  # noqa: BLE001 - any decode failure is this file's problem, not the run's
-        result.failed = [(out, f"cannot decode pixel data ({_short(exc)})") for _, out in task.frames]
-        return result
-    stage = Path(task.stage)
-    for frame, out in task.frames:
-        try:
-            data = render_frame(arrays[frame], frame_view(ds, frame), task.params)
-        except BlankSlice as exc:
-            result.failed.append((out, str(exc)))
-            continue
-        except Exception as exc:  # noqa: BLE001 - odd pixel modules fail one slice, not the run
-            result.failed.append((out, f"cannot convert ({_short(exc)})"))
-            continue
-        target = stage / out
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(target, data)
-        result.written.append(out)
-    return result
-
-
-def _convert_batch(_: None, tasks: list[FileTask]) -> list[FileResult]:
-    return [convert_file(task) for task in tasks]
-
-
-def run_file_tasks(tasks: list[FileTask], executor: Executor, bar: ProgressBar) -> list[FileResult]:
-    """Convert every file on ``executor`` (batches of files per task); results in file order."""
+def run_file_tasks(tasks: list[FileTask], executor: Executor, bar: ProgressBar) -> list[JobResult]:
+    """Convert every task on ``executor`` (batches of files per task); results in file order."""
     size = _BATCH * executor.per_task
     batches = [tasks[i : i + size] for i in range(0, len(tasks), size)]
     job = Job(
-        _convert_batch,
+        convert_tasks,
         list(enumerate(batches)),
-        weight=lambda batch, _: sum(len(t.frames) for t in batch),
+        weight=lambda batch, _: sum(len(t.jobs) for t in batch),
         unit="batches converted",
     )
-    results: list[list[FileResult]] = run_tasks(executor, job, bar)
-    return list(chain.from_iterable(results))
+    results: list[list[list[JobResult]]] = run_tasks(executor, job, bar)
+    return [r for batch in results for task in batch for r in task]
+
+
+def _record(results: list[JobResult], report: IngestReport) -> None:
+    """Count what the workers met: a failed slice is skipped, a replaced one is a warning."""
+    for result in results:
+        if result.written is None:
+            if result.problems:
+                rel, reason = result.problems[0]
+                report.skip(reason, rel)
+            continue
+        report.written += 1
+        for rel, reason in result.problems:
+            if result.replaced:
+                report.notice(f"--slices middle: {reason.split(' (')[0]}, the nearest usable slice was taken", rel)
+            else:
+                report.notice("duplicate copy that does not decode (another copy was used)", rel)
 
 
 # --- output --------------------------------------------------------------------------------
@@ -828,19 +774,30 @@ def _remove_stale(root: Path, keep: set[str]) -> int:
     return removed
 
 
-def _file_tasks(plan: Plan, input_dir: Path, root: Path, stage: Path) -> tuple[list[FileTask], set[str]]:
-    """Tasks for the slices not yet written (finished or staged by an earlier run), and those."""
-    tasks, done = [], set()
-    for rel, frames in sorted(plan.files.items()):
-        todo = []
-        for frame, out in frames:
-            if (root / out).is_file() or (stage / out).is_file():
-                done.add(out)
-            else:
-                todo.append((frame, out))
-        if todo:
-            tasks.append(FileTask(str(input_dir / rel), rel, tuple(todo), plan.params[rel], str(stage)))
-    return tasks, done
+def _pngs_under(base: Path, folder: Path) -> set[str]:
+    """PNG paths under ``folder``, relative to ``base`` (one walk instead of a stat per candidate)."""
+    found: set[str] = set()
+    for dirpath, _, filenames in os.walk(folder):
+        prefix = Path(dirpath).relative_to(base).as_posix()
+        found.update(f"{prefix}/{name}" for name in filenames if name.endswith(".png") and not name.startswith("."))
+    return found
+
+
+def _file_tasks(plan: Plan, input_dir: Path, root: Path, stage: Path) -> tuple[list[FileTask], set[str], int]:
+    """Tasks for the jobs not yet done (finished or staged by an earlier run), those names, and their count."""
+    by_file: dict[str, list[SliceJob]] = {}
+    done: set[str] = set()
+    finished = 0
+    existing = _pngs_under(root, root / TOP_FOLDER) | _pngs_under(stage, stage / TOP_FOLDER)
+    for job in plan.jobs:
+        earlier = [c.out for c in job.candidates if c.out in existing]
+        if earlier:
+            done.add(earlier[0])
+            finished += 1
+        else:
+            by_file.setdefault(job.candidates[0].sources[0][0], []).append(job)
+    tasks = [FileTask(str(input_dir), rel, tuple(jobs), str(stage)) for rel, jobs in sorted(by_file.items())]
+    return tasks, done, finished
 
 
 def _publish(root: Path, stage: Path, plan: Plan, done: set[str], report: IngestReport) -> None:
@@ -862,6 +819,11 @@ class IngestResult:
     root: Path
     report: IngestReport
     resumed: bool
+
+    @property
+    def report_path(self) -> Path:
+        """ROOT/.radvqa-ingest/report.json: counts and example paths per reason, written every run."""
+        return self.root / STATE_DIR / REPORT_NAME
 
 
 def ingest_dicom(
@@ -896,7 +858,7 @@ def ingest_dicom(
     with Executor(spec, paths=(input_dir, root), temporaries=(stage,), rerun=rerun) as pool:
         files = list(walk_files(input_dir))
         with make_bar(len(files), "read headers") as bar:
-            series = scan(input_dir, files, report, bar, pool)
+            series = scan(input_dir, files, report, bar, pool, options.include_derived)
         plan = plan_ingest(series, labels, windows, options, report)
         if not resumed:
             claim_output(root, options.overwrite, ingest_files, "ingest folder")
@@ -904,22 +866,19 @@ def ingest_dicom(
         stage.mkdir(parents=True, exist_ok=True)
         _clear_temporaries(stage)
         write_json(_state_path(root), {"format_version": FORMAT_VERSION, "fingerprint": print_, "complete": False})
-        tasks, done = _file_tasks(plan, input_dir, root, stage)
-        report.reused = len(done)
-        with make_bar(sum(len(t.frames) for t in tasks), "convert") as bar:
+        tasks, done, report.reused = _file_tasks(plan, input_dir, root, stage)
+        with make_bar(sum(len(t.jobs) for t in tasks), "convert") as bar:
             results = run_file_tasks(tasks, pool, bar)
-    for result in results:
-        report.written += len(result.written)
-        done.update(result.written)
-        for _, reason in result.failed:
-            report.skip(reason, result.rel)
+    _record(results, report)
+    done.update(r.written for r in results if r.written is not None)
     _publish(root, stage, plan, done, report)
-    failed = {out for r in results for out, _ in r.failed}
     for split in SPLITS:
-        report.slices[split] = sum(1 for p in plan.slices.values() if p.split == split and p.out not in failed)
+        report.slices[split] = sum(1 for out in done if plan.slices[out].split == split)
     report.seconds = time.perf_counter() - started
+    summary = report.to_dict()
+    write_json(root / STATE_DIR / REPORT_NAME, summary)
     write_json(
         _state_path(root),
-        {"format_version": FORMAT_VERSION, "fingerprint": print_, "complete": True, "summary": report.to_dict()},
+        {"format_version": FORMAT_VERSION, "fingerprint": print_, "complete": True, "summary": summary},
     )
     return IngestResult(root, report, resumed)

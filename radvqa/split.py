@@ -7,9 +7,11 @@ Benchmark images come only from the test split. Strata are modality x region x p
 2. the budget is shared over regions, over answers (pathologies, or normal) within a region,
    and over strata within an answer, in proportion to the square root of the pool size
    (rare findings get more than their share so they can be measured, common ones less);
-3. no region holds more than 25% of the benchmark and no answer more than 25% of its
-   region, so "pick the biggest class" cannot beat chance without the image; a cap is relaxed
-   only when the pool cannot meet it, with a warning;
+3. no region holds more than 25% of the benchmark and no answer, and no group of answers that
+   may not share an option set (a conflict group, or two answers one of whose text contains the
+   other's), more than 25% of its region: then every option set can be exactly exchangeable
+   and "pick the biggest class" cannot beat chance without the image; a cap is relaxed only
+   when the pool cannot meet it, with a warning;
 4. with ``normal_fraction`` each region's normal images are fixed to that share;
 5. within a stratum, images are taken in a seeded random order; a candidate that is blank,
    unreadable, or byte-identical to an image in train/val or under another pathology is
@@ -39,7 +41,8 @@ _MAX_ROUNDS = 50
 RULE = (
     "every test-pool stratum (modality x region x pathology) gets one image; the rest is shared "
     "over regions, then answers, then strata in proportion to the square root of the pool size; "
-    "no region above {region_cap:.0%} of the benchmark, no answer above {answer_cap:.0%} of its region; "
+    "no region above {region_cap:.0%} of the benchmark, no answer and no conflict group above {answer_cap:.0%} "
+    "of its region; "
     "images drawn in a seeded order, skipping blank, unreadable and duplicated files"
 )
 
@@ -56,6 +59,12 @@ class BenchmarkSettings:
     stratify: bool = True
     seed: int = 0
     default_images: int = 1000
+    layout: str = "per-image"
+
+    @property
+    def sets(self) -> int:
+        """Disjoint image sets to select: nine for the per-slot layout (one slot each), else one."""
+        return 9 if self.layout == "per-slot" else 1
 
 
 @dataclass
@@ -63,6 +72,8 @@ class SplitReport:
     """Figures of a benchmark selection (printed by ``radvqa split``, kept in the manifest)."""
 
     rule: str = ""
+    layout: str = "per-image"
+    set_size: int = 0  # per-slot: images per slot set (rows are ordered set by set)
     requested: int = 0
     images: int = 0
     seed: int = 0
@@ -86,8 +97,9 @@ class SplitReport:
 
     def lines(self) -> list[str]:
         """Human-readable report."""
+        sets = f" in 9 disjoint slot sets of {self.set_size}" if self.layout == "per-slot" else ""
         return [
-            f"benchmark: {self.images} images (asked {self.requested}) from a test pool of {self.test_pool} "
+            f"benchmark: {self.images} images{sets} (asked {self.requested}) from a test pool of {self.test_pool} "
             f"({self.usable} usable)",
             f"strata covered: {self.strata_covered} of {self.strata_in_pool} in the test pool",
             "per region: " + ", ".join(f"{k} {v}" for k, v in self.per_region.items()),
@@ -212,10 +224,55 @@ def _allocate_with_caps(
     return allocate(total, weights, lower, upper)
 
 
-def _plan_counts(
-    counts: np.ndarray, taxonomy: Taxonomy, size: int, settings: BenchmarkSettings, warnings: list[str]
+def _capped_with_groups(
+    total: int, weights: np.ndarray, lower: np.ndarray, pool: np.ndarray, cap: int, groups: list[list[int]],
+    what: str, warnings: list[str],
 ) -> np.ndarray:
-    """Images to take per class for a benchmark of ``size`` images."""
+    """Like ``_allocate_with_caps``, and no group of mutually excluded answers above ``cap`` either.
+
+    Such a group holds at most one option of a set, so above a quarter of its region it could not
+    be offered often enough for exchangeable option sets (SPEC section 5). Members of an
+    over-full group are trimmed (largest first) and frozen; the rest is shared out again.
+    """
+    upper = np.maximum(np.minimum(pool, cap), lower)
+    if upper.sum() < total:
+        warnings.append(f"{what}: the test pool cannot meet the cap of {cap} images; cap relaxed")
+        return allocate(total, weights, lower, np.maximum(pool, lower))
+    for _ in range(len(groups) + 1):
+        result = allocate(total, weights, lower, upper)
+        over = [g for g in groups if result[g].sum() > cap]
+        if not over:
+            return result
+        for group in over:
+            if lower[group].sum() > cap:
+                warnings.append(f"{what}: a conflict group needs more than {cap} images for its strata; cap relaxed")
+                return result
+            while result[group].sum() > cap:
+                i = max(group, key=lambda m: (result[m] - lower[m], -m))
+                result[i] -= 1
+            upper[group] = result[group]
+        if upper.sum() < total:
+            warnings.append(f"{what}: the test pool cannot fill the region within its conflict-group caps; cap relaxed")
+            return allocate(total, weights, lower, np.maximum(pool, lower))
+    return allocate(total, weights, lower, upper)
+
+
+def _answer_groups(taxonomy: Taxonomy, region: str, answers: list[str]) -> list[list[int]]:
+    """Groups (two or more) of present answers that may not share an option set, as indices into ``answers``."""
+    from .distractors import cliques
+
+    names = taxonomy.regions[region].pathologies
+    excluded = taxonomy.exclusions(region, True)
+    members = [names.index(a) for a in answers]
+    found = cliques(members, excluded)
+    return [[answers.index(names[m]) for m in group] for group in found if len(group) > 1]
+
+
+def _plan_counts(
+    counts: np.ndarray, taxonomy: Taxonomy, size: int, settings: BenchmarkSettings, warnings: list[str],
+    group_caps: bool = True,
+) -> np.ndarray:
+    """Images to take per class for a benchmark of ``size`` images (``group_caps``: conflict groups capped too)."""
     classes = taxonomy.classes
     regions = list(taxonomy.regions)
     present = counts > 0
@@ -246,13 +303,16 @@ def _plan_counts(
             per_answer = np.zeros(len(answers), dtype=np.int64)
             per_answer[normal] = fixed
             if others.any():
-                per_answer[others] = _allocate_with_caps(
+                index = np.flatnonzero(others).tolist()
+                groups = [[index.index(m) for m in g if m in index] for g in _answer_groups(taxonomy, region, answers)]
+                per_answer[others] = _capped_with_groups(
                     budget - fixed, np.sqrt(pool[others]), strata[others], pool[others], cap,
-                    f"answer cap in {name}", warnings,
+                    [g for g in groups if len(g) > 1] if group_caps else [], f"answer cap in {name}", warnings,
                 )
         else:
-            per_answer = _allocate_with_caps(
-                budget, np.sqrt(pool), strata, pool, cap, f"answer cap in {name}", warnings
+            per_answer = _capped_with_groups(
+                budget, np.sqrt(pool), strata, pool, cap,
+                _answer_groups(taxonomy, region, answers) if group_caps else [], f"answer cap in {name}", warnings,
             )
         for a in range(len(answers)):
             in_answer = members[answer_of == a]
@@ -267,12 +327,16 @@ def select_benchmark(
 ) -> tuple[np.ndarray, SplitReport]:
     """Row indices of the benchmark images (sorted by image id) and the report.
 
-    ``table`` needs image, image_id, split, class_index, key and size columns; ``data_root``
-    is the folder the ``image`` paths are relative to.
+    With the per-slot layout, nine disjoint sets with the same number of images of every class
+    are chosen; rows come set by set (slot i's images are rows[i * set_size:(i + 1) * set_size]),
+    each set sorted by image id. ``table`` needs image, image_id, split, class_index, key and
+    size columns; ``data_root`` is the folder the ``image`` paths are relative to.
     """
     report = SplitReport(
-        rule=RULE.format(region_cap=settings.region_cap, answer_cap=settings.answer_cap), seed=settings.seed
+        rule=RULE.format(region_cap=settings.region_cap, answer_cap=settings.answer_cap), seed=settings.seed,
+        layout=settings.layout,
     )
+    sets = settings.sets
     if settings.normal_fraction is not None and not 0 <= settings.normal_fraction <= settings.answer_cap:
         raise SplitError(
             f"--normal-fraction {settings.normal_fraction} is outside [0, {settings.answer_cap}]: above "
@@ -289,18 +353,19 @@ def select_benchmark(
     excluded: set[int] = set()
     for _ in range(_MAX_ROUNDS):
         eligible = [row for row in ranked if row not in excluded]
-        counts = np.bincount(classes[eligible], minlength=len(taxonomy.classes)).astype(np.int64)
+        # Per-slot sets share one allocation: each class gives every set the same count.
+        counts = np.bincount(classes[eligible], minlength=len(taxonomy.classes)).astype(np.int64) // sets
         size, shrunk = _benchmark_size(settings, counts, taxonomy, report)
         warnings = [shrunk] if shrunk else []
         if settings.stratify:
             take = _plan_counts(counts, taxonomy, size, settings, warnings)
-            chosen, left = [], take.copy()
+            chosen, left = [], take * sets
             for row in eligible:
                 if left[classes[row]] > 0:
                     left[classes[row]] -= 1
                     chosen.append(row)
         else:
-            chosen = eligible[:size]
+            chosen = eligible[: size * sets]
         rejected = [row for row in chosen if checker.verdict(row)]
         if not rejected:
             break
@@ -308,7 +373,25 @@ def select_benchmark(
     else:
         raise SplitError("could not find enough usable benchmark images (too many blank or duplicated files)")
     report.warnings.extend(warnings)
-    chosen_rows = np.array(sorted(chosen, key=lambda r: table["image_id"].iat[r]), dtype=np.int64)
+    if sets > 1:
+        few = int(((np.bincount(classes[test_rows], minlength=len(taxonomy.classes)) > 0) & (counts == 0)).sum())
+        if few:
+            report.warnings.append(f"{few} strata have fewer than {sets} usable test images: left out of the per-slot sets")
+    report.set_size = size
+    if sets > 1 and size == 0:
+        raise SplitError(
+            f"the test pool is too small for {sets} disjoint benchmark sets (one per slot): every class needs "
+            f"at least {sets} usable test images; use the per-image layout"
+        )
+    ids = table["image_id"]
+    seen: dict[int, int] = defaultdict(int)
+    slot_of = []
+    for i, row in enumerate(chosen):  # ranked order: each class's k-th image goes to set k mod 9
+        slot_of.append(seen[classes[row]] % sets if settings.stratify else i % sets)
+        seen[classes[row]] += 1
+    chosen_rows = np.array(
+        [row for _, _, row in sorted((s, ids.iat[r], r) for s, r in zip(slot_of, chosen))], dtype=np.int64
+    )
     _fill_report(report, table, taxonomy, chosen_rows, counts, checker)
     return chosen_rows, report
 
@@ -348,7 +431,9 @@ def _largest_within_caps(
 
     def within_caps(size: int) -> bool:
         warnings: list[str] = []
-        _plan_counts(counts, taxonomy, size, settings, warnings)
+        # Sized by the region and answer caps: small strata can make a conflict-group cap
+        # unreachable at every size, which must not force the whole pool in.
+        _plan_counts(counts, taxonomy, size, settings, warnings, group_caps=False)
         return not warnings
 
     if not settings.stratify or within_caps(available):
@@ -405,21 +490,42 @@ def balanced_letters(count: int, seed: int, purpose: int) -> np.ndarray:
     return rng.permutation(np.arange(count) % 4)
 
 
-def write_splits(path: Path, table: pd.DataFrame, splits: np.ndarray, taxonomy: Taxonomy, report: SplitReport) -> None:
-    """Write the split table (image, split, stratum, ...) and its report beside it (``.json``)."""
+def benchmark_slots(rows: np.ndarray, report: SplitReport | dict[str, Any]) -> np.ndarray | None:
+    """The slot (index into the nine) of each benchmark row in the per-slot layout, else None."""
+    layout = report["layout"] if isinstance(report, dict) else report.layout
+    if layout != "per-slot":
+        return None
+    size = report["set_size"] if isinstance(report, dict) else report.set_size
+    return np.repeat(np.arange(9), size)[: len(rows)]
+
+
+def write_splits(
+    path: Path, table: pd.DataFrame, splits: np.ndarray, taxonomy: Taxonomy, report: SplitReport,
+    rows: np.ndarray | None = None,
+) -> None:
+    """Write the split table (image, split, stratum, ...) and its report beside it (``.json``).
+
+    The per-slot layout adds a ``slot`` column: the one question each benchmark image is asked.
+    """
+    from .generate import INSTRUCT_SLOTS
     from .writers import write_bytes_atomic, write_json, writing
 
     with writing(Path(path)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(
-        {
-            "image_id": table["image_id"],
-            "image": table["image"],
-            "split": splits,
-            "stratum": stratum_labels(table, taxonomy),
-            "label": [taxonomy.classes[i].label for i in table["class_index"].tolist()],
-        }
-    )
+
+    columns: dict[str, Any] = {
+        "image_id": table["image_id"],
+        "image": table["image"],
+        "split": splits,
+        "stratum": stratum_labels(table, taxonomy),
+        "label": [taxonomy.classes[i].label for i in table["class_index"].tolist()],
+    }
+    slots = benchmark_slots(rows, report) if rows is not None else None
+    if slots is not None and rows is not None:
+        column = np.full(len(table), "", dtype=object)
+        column[rows] = [INSTRUCT_SLOTS[i] for i in slots]
+        columns["slot"] = column
+    frame = pd.DataFrame(columns)
     write_bytes_atomic(Path(path), frame.to_csv(index=False).encode())
     write_json(report_path(path), report.to_dict())
 
@@ -478,18 +584,27 @@ def read_splits(path: Path) -> tuple[dict[str, str], dict[str, Any] | None]:
         raise SplitError(f"{path}: row {row}: unknown split '{bad.iloc[0]}' (expected one of {sorted(known)})")
     sidecar = report_path(path)
     report = orjson.loads(sidecar.read_bytes()) if sidecar.exists() else None
+    if "slot" in frame.columns:
+        from .generate import INSTRUCT_SLOTS
+
+        marked = frame["split"] == BENCHMARK
+        bad = frame.loc[marked & ~frame["slot"].isin(list(INSTRUCT_SLOTS)), "slot"]
+        if len(bad):
+            row = int(bad.index[0]) + 2
+            raise SplitError(f"{path}: row {row}: unknown slot '{bad.iloc[0]}' for a benchmark image")
+        report = dict(report or {}, slots=dict(zip(frame.loc[marked, "image_id"], frame.loc[marked, "slot"])))
     return dict(zip(frame["image_id"].tolist(), frame["split"].tolist())), report
 
 
 def split_copy(
     root: Path, taxonomy: Taxonomy, split_ratios: dict[str, float], settings: BenchmarkSettings
-) -> tuple[pd.DataFrame, np.ndarray, SplitReport, list[str]]:
-    """Read a copy and assign every image: (table, splits, report, reader warnings)."""
+) -> tuple[pd.DataFrame, np.ndarray, SplitReport, list[str], np.ndarray]:
+    """Read a copy and assign every image: (table, splits, report, reader warnings, benchmark rows)."""
     from .source import locate, read_source
 
     table, source_report = read_source(root, taxonomy, split_ratios, with_sizes=True)
     rows, report = select_benchmark(table, taxonomy, settings, locate(root).root)
-    return table, assign_splits(table, rows), report, source_report.warnings
+    return table, assign_splits(table, rows), report, source_report.warnings, rows
 
 
 POOL_SPLITS = ("test", BENCHMARK, TEST_POOL)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .resources import check_keys, default_path, load_yaml
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _TOP_KEYS = frozenset(
     {"version", "normal", "modalities", "skipped_modalities", "anatomy_aliases", "regions", "pathologies"}
@@ -119,6 +122,16 @@ class Taxonomy:
         if pathology == self.normal_folder:
             return self.normal_answer
         return self.names[(region, pathology)].name
+
+    def exclusions(self, region: str, contained: bool) -> np.ndarray:
+        """Pathologies of a region that may not share a question: one conflict group, or (``contained``)
+        one answer text inside another's (SPEC section 3: valid option sets)."""
+        from .distractors import exclusions
+
+        spec = self.regions[region]
+        names = spec.pathologies
+        groups = [{t, names.index(o)} for t, n in enumerate(names) for o in spec.conflicts_of(n)]
+        return exclusions([self.answer_text(region, n) for n in names], groups, contained)
 
     def raw_folder_names(self) -> set[str]:
         """Raw folder names that must never appear as a word in generated text.
@@ -251,7 +264,7 @@ def _build(data: dict[str, Any], source: str, sha256: str) -> Taxonomy:
     region_names = [r.name for r in regions.values()]
     if len(set(region_names)) != len(region_names):
         raise ConfigError(f"{where}: two regions share a display name")
-    return Taxonomy(
+    taxonomy = Taxonomy(
         regions=regions,
         classes=tuple(classes),
         names=names,
@@ -266,6 +279,9 @@ def _build(data: dict[str, Any], source: str, sha256: str) -> Taxonomy:
         data=data,
         _index=index,
     )
+    for region_key in regions:
+        _check_option_sets(taxonomy, region_key, f"{where}: region '{region_key}'")
+    return taxonomy
 
 
 def _region_name(
@@ -309,3 +325,18 @@ def _check_region(region: Region, names: dict[tuple[str, str], PathologyName], w
                 f"{where}: pathology '{key}' has only {wrong} possible wrong options "
                 f"(needs {_MC_WRONG_OPTIONS}); shrink its conflict groups"
             )
+
+
+def _check_option_sets(taxonomy: Taxonomy, region: str, where: str) -> None:
+    """Every pathology must fit in at least one valid 4-option set, or its images could not be asked."""
+    import numpy as np
+
+    from .distractors import valid_sets
+
+    names = taxonomy.regions[region].pathologies
+    sets = valid_sets(np.arange(len(names)), _MC_WRONG_OPTIONS + 1, taxonomy.exclusions(region, True))
+    for i in sorted(set(range(len(names))) - set(sets.ravel().tolist())):
+        raise ConfigError(
+            f"{where}: pathology '{names[i]}' fits in no set of {_MC_WRONG_OPTIONS + 1} options without a conflict "
+            "or one option's text inside another's; shrink its conflict groups"
+        )

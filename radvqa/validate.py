@@ -136,6 +136,12 @@ class Report:
                 if finding.severity == severity and shown[finding.rule] < per_rule:
                     shown[finding.rule] += 1
                     out.append(finding.text())
+        for name, entry in sorted(self.stats.get("option_sets", {}).items()):
+            worst = entry["largest_set_deviation"]
+            line = f"option sets {name}: {entry['sets']} sets, unavoidable residual +{entry['unavoidable_residual']:.1f} points"
+            if worst is not None:
+                line += f"; largest deviation '{worst['option']}' right {worst['right_rate']:.1%} of {worst['questions']} (z {worst['z']:+.1f})"
+            out.append(line)
         rate = self.records / self.seconds if self.seconds else 0.0
         out.append(
             f"checked {self.records:,} records in {self.shards} shards in {self.seconds:.1f} s ({rate:,.0f} records/s)"

@@ -3,7 +3,9 @@
 Builds a copy with the real class imbalance (scripts/radimagenet_counts.csv: 833,676 CT/MRI
 images) in a temporary folder, with tiny distinct placeholder PNGs (generation decodes only
 the benchmark candidates), then times `radvqa generate` for each worker count and prints wall time, records per
-second and peak memory (max RSS of any process of the run).
+second and peak memory (max RSS of any process of the run). In the same run it times a floor:
+a bare loop, on as many processes, that only formats the same number of records of the same
+shape with orjson and writes them (no reading, no sampling, no sha256), and prints the ratio.
 
     python scripts/bench_generate.py                 # full scale, --workers 1 and 2
     python scripts/bench_generate.py --scale 0.1 --workers 2
@@ -54,6 +56,47 @@ def realistic_sizes(root: Path) -> None:
             os.truncate(path, size)
 
 
+_RECORD = {
+    "id": "0123456789abcdef-pathology_mc", "image": "radiology_ai/MR/af/Plantar_plate_tear/af-Plantar_plate_tear000001.png",
+    "split": "train", "task": "pathology", "slot": "pathology_mc", "question_type": "multiple_choice",
+    "question": "What is the most likely finding in the ankle and foot?\nA. plantar plate tear\nB. hematoma\n"
+    "C. no pathology seen\nD. coalition", "choices": ["plantar plate tear", "hematoma", "no pathology seen", "coalition"],
+    "answer": "A", "answer_text": "plantar plate tear", "modality": "MRI", "region": "ankle and foot",
+    "pathology": "plantar plate tear", "label": "af-Plantar_plate_tear", "is_abnormal": True,
+    "template_id": "pathology_mc.train.3",
+}
+
+
+def _floor_part(args: tuple[str, int]) -> None:
+    """Format ``count`` records (a fresh dict each, as a renderer builds them) and write them to ``path``."""
+    import orjson
+
+    path, count = args
+    dumps, opt, base = orjson.dumps, orjson.OPT_APPEND_NEWLINE, _RECORD
+    with open(path, "wb") as handle:
+        chunk = []
+        for i in range(count):
+            chunk.append(dumps({**base, "id": f"{i:016x}-pathology_mc"}, option=opt))
+            if len(chunk) == 4096:
+                handle.write(b"".join(chunk))
+                chunk = []
+        handle.write(b"".join(chunk))
+
+
+def floor(records: int, workers: int, folder: Path) -> float:
+    """Wall seconds of the bare format-and-write loop over ``records`` on ``workers`` processes."""
+    import multiprocessing
+
+    parts = [(str(folder / f"floor-{i}.jsonl"), records // workers + (i < records % workers)) for i in range(workers)]
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(_floor_part, parts)
+    wall = time.perf_counter() - start
+    for path, _ in parts:
+        os.unlink(path)
+    return wall
+
+
 def run(cmd: list[str]) -> tuple[float, float]:
     """Run a command; return (wall seconds, peak RSS in MB of any of its processes)."""
     start = time.perf_counter()
@@ -91,9 +134,11 @@ def main() -> None:
 
             manifest = orjson.loads((out / "manifest.json").read_bytes())
             records = sum(n for splits in manifest["records"].values() for n in splits.values())
+            bare = floor(records, workers, tmp)
             print(
                 f"workers={workers}: {wall:.1f} s wall, {records:,} records, "
-                f"{records / wall:,.0f} records/s, peak RSS {peak:,.0f} MB"
+                f"{records / wall:,.0f} records/s, peak RSS {peak:,.0f} MB; "
+                f"floor (format and write only) {bare:.1f} s, ratio {wall / bare:.2f}x"
             )
             shutil.rmtree(out)
     finally:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -58,9 +61,16 @@ def ct_file(
     slope: float = 1.0,
     intercept: float = -1024.0,
     modality: str = "CT",
+    preamble: bool = True,
+    **extra: object,
 ) -> Path:
-    """A CT slice with the given Hounsfield values (stored = (HU - intercept) / slope)."""
+    """A CT slice with the given Hounsfield values (stored = (HU - intercept) / slope).
+
+    ``extra`` sets more attributes by keyword (None deletes one); ``preamble=False`` writes the
+    bare dataset (no 128-byte preamble, no file meta), as some archives do.
+    """
     ds = _template("CT_small.dcm")
+    del ds.PixelPaddingValue  # CT_small's -2000; tests that want padding set it
     _identify(ds, patient, series, study)
     ds.Modality = modality
     stored = np.rint((np.asarray(hu, dtype=np.float64) - intercept) / slope).astype(np.int16)
@@ -70,8 +80,20 @@ def ct_file(
     ds.ImagePositionPatient = [0.0, 0.0, z]
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     ds.InstanceNumber = instance
+    for keyword, value in extra.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+            if keyword.startswith("PixelPadding"):
+                ds[keyword].VR = "SS"  # US or SS by Pixel Representation (signed here)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    if preamble:
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.preamble = None
+        pydicom.dcmwrite(path, ds, implicit_vr=True, little_endian=True)
     return path
 
 
@@ -83,6 +105,7 @@ def ct_multiframe(
     patient: str = "PID-MF",
     series: str = "1.2.826.0.1.3680043.10.1.77",
     intercept: float = -1024.0,
+    orientations: list[list[float]] | None = None,
 ) -> Path:
     """An enhanced-style multi-frame CT: per-frame positions, rescale in shared functional groups."""
     ds = _template("CT_small.dcm")
@@ -102,12 +125,18 @@ def ct_multiframe(
     shared.PixelValueTransformationSequence = Sequence([transform])
     shared.PlaneOrientationSequence = Sequence([orientation])
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    if orientations is not None:
+        del shared.PlaneOrientationSequence
     per_frame = []
-    for z in positions:
+    for i, z in enumerate(positions):
         position = Dataset()
-        position.ImagePositionPatient = [0.0, 0.0, z]
+        position.ImagePositionPatient = [0.0, 0.0, z] if orientations is None or orientations[i][0] else [z, 0.0, 0.0]
         item = Dataset()
         item.PlanePositionSequence = Sequence([position])
+        if orientations is not None:  # per-frame planes (PS3.3 C.7.6.16.2.4)
+            plane = Dataset()
+            plane.ImageOrientationPatient = orientations[i]
+            item.PlaneOrientationSequence = Sequence([plane])
         per_frame.append(item)
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,3 +176,47 @@ def write_labels(path: Path, header: str, rows: list[str]) -> Path:
     """A LABELS.csv file."""
     path.write_text(header + "\n" + "".join(r + "\n" for r in rows))
     return path
+
+
+@contextmanager
+def lax_pydicom() -> Iterator[None]:
+    """Let pydicom write invalid values (bad UIDs, over-long PatientIDs) without warnings."""
+    from pydicom import config
+
+    modes = config.settings.reading_validation_mode, config.settings.writing_validation_mode
+    config.settings.reading_validation_mode = config.settings.writing_validation_mode = config.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        config.settings.reading_validation_mode, config.settings.writing_validation_mode = modes
+
+
+# --- the standard's formulas, written out independently of pydicom and radvqa ------------------
+
+
+def window_grey(x: np.ndarray | float, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """VOI window onto 0..255: PS3.3 C.11.2.1.2.1 (LINEAR), C.11.2.1.3.1 (LINEAR_EXACT), C.11.2.1.3.2 (SIGMOID)."""
+    x = np.asarray(x, dtype=np.float64)
+    if function == "SIGMOID":
+        y = 255.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
+    elif function == "LINEAR_EXACT":
+        y = np.where(x <= center - width / 2, 0.0, np.where(x > center + width / 2, 255.0, ((x - center) / width + 0.5) * 255))
+    else:
+        c, w = center - 0.5, width - 1
+        y = np.where(x <= c - w / 2, 0.0, np.where(x > c + w / 2, 255.0, ((x - c) / w + 0.5) * 255))
+    return np.rint(y).astype(np.uint8)
+
+
+def linear_grey(hu: float, window: object) -> int:
+    """One value through the LINEAR window (PS3.3 C.11.2.1.2.1) of a radvqa Window."""
+    return int(window_grey(hu, window.center, window.width))  # type: ignore[attr-defined]
+
+
+def percentile_grey(x: np.ndarray, content: np.ndarray, low_p: float = 0.5, high_p: float = 99.5) -> np.ndarray:
+    """MR scaling: LINEAR_EXACT between two nearest-rank percentiles of ``content``."""
+    ordered = np.sort(content.ravel())
+    rank = [min(ordered.size - 1, int(p / 100.0 * (ordered.size - 1) + 0.5)) for p in (low_p, high_p)]
+    low, high = float(ordered[rank[0]]), float(ordered[rank[1]])
+    return window_grey(x, (low + high) / 2, high - low, "LINEAR_EXACT")

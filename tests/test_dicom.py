@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicom_helpers import bundled, ct_file, quadrants
+from dicom_helpers import bundled, ct_file, linear_grey, percentile_grey, quadrants, window_grey
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.pixels.decoders.base import Decoder
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
@@ -26,16 +27,6 @@ from radvqa.dicom import (
 from radvqa.errors import ConfigError, MissingDependencyError
 
 ABDOMEN = Window(40.0, 400.0)
-
-
-def linear_grey(hu: float, window: Window) -> int:
-    """PS3.3 C.11.2.1.2.1 LINEAR window onto 0..255, written out independently of pydicom."""
-    c, w = window.center - 0.5, window.width - 1
-    if hu <= c - w / 2:
-        return 0
-    if hu > c + w / 2:
-        return 255
-    return int(np.rint(((hu - c) / w + 0.5) * 255))
 
 
 def ct_params(window: Window | None = ABDOMEN, size: int = 32, use_file: bool = False) -> PixelParams:
@@ -163,3 +154,77 @@ def test_missing_decoder_names_syntax_and_extra(monkeypatch: pytest.MonkeyPatch)
     assert "JPEG 2000 Image Compression (Lossless Only)" in message and EXTRA_HINT in message
     with pytest.raises(MissingDependencyError, match="RLE Lossless"):
         check_decoder(RLELossless)
+
+
+def test_file_window_functions_linear_exact_and_sigmoid(tmp_path: Path) -> None:
+    hu = np.linspace(-400.0, 500.0, 32 * 32).reshape(32, 32).round()
+    for function in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        path = ct_file(tmp_path / f"{function}.dcm", hu, WindowCenter=40, WindowWidth=400, VOILUTFunction=function)
+        grey = grey_of(path, ct_params(use_file=True))
+        assert np.array_equal(grey, window_grey(hu, 40, 400, function)), function
+
+
+def test_voi_lut_sequence_is_applied_with_dicom_window(tmp_path: Path) -> None:
+    """PS3.3 C.11.2.1.1: out = LUT[clip(x - first mapped, 0, entries - 1)], scaled from 2^bits - 1."""
+    item = Dataset()
+    item.LUTDescriptor = [256, -100, 8]  # 256 entries, first maps HU -100, 8-bit output
+    table = (255 - np.arange(256)).astype(np.uint16)  # a falling ramp: unlike any window
+    item["LUTData"] = pydicom.DataElement(0x00283006, "US", table.tolist())
+    hu = quadrants((-1000.0, -50.0, 100.0, 1000.0))
+    path = ct_file(tmp_path / "v.dcm", hu, WindowCenter=40, WindowWidth=400, VOILUTSequence=Sequence([item]))
+    grey = grey_of(path, ct_params(use_file=True))
+    expected = table[np.clip(hu.astype(int) + 100, 0, 255)].astype(np.uint8)
+    assert np.array_equal(grey, expected) and grey[4, 4] == 255 and grey[28, 28] == 0
+    assert grey_of(path, ct_params(use_file=False))[28, 28] == 255  # the table window unless asked
+
+
+def test_real_voi_lut_file(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(bundled("vlut_04.dcm"))  # pydicom-data: 16-bit VOI LUT over 8-bit pixels
+    item = ds.VOILUTSequence[0]
+    entries, first, bits = item.LUTDescriptor
+    lut = np.asarray(item.LUTData, dtype=np.float64)
+    stored = ds.pixel_array.astype(int)
+    expected = np.rint(lut[np.clip(stored - first, 0, (entries or 65536) - 1)] * 255 / (2**bits - 1)).astype(np.uint8)
+    assert np.array_equal(to_grey(ds.pixel_array, frame_view(ds, 0), ct_params(use_file=True)), expected)
+
+
+def test_presentation_lut_shape_and_monochrome1_invert_once(tmp_path: Path) -> None:
+    hu = quadrants((-1000.0, 40.0, 140.0, 1000.0))
+    normal = grey_of(ct_file(tmp_path / "n.dcm", hu), ct_params())
+    inverse = grey_of(ct_file(tmp_path / "i.dcm", hu, PresentationLUTShape="INVERSE"), ct_params())
+    both = grey_of(ct_file(tmp_path / "b.dcm", hu, photometric="MONOCHROME1", PresentationLUTShape="INVERSE"), ct_params())
+    identity = grey_of(ct_file(tmp_path / "d.dcm", hu, PresentationLUTShape="IDENTITY"), ct_params())
+    assert np.array_equal(inverse, 255 - normal) and np.array_equal(both, 255 - normal)
+    assert np.array_equal(identity, normal)
+
+
+def test_pixel_padding_is_background_and_not_in_percentiles(tmp_path: Path) -> None:
+    """PS3.3 C.7.5.1.1.2: padding is stored values (value, or value..range limit), shown as background."""
+    hu = np.linspace(-200.0, 300.0, 32 * 32).reshape(32, 32).round()
+    hu[:, :12] = -3000.0  # padding outside the scanned field
+    stored_pad = -3000 + 1024
+    path = ct_file(tmp_path / "p.dcm", hu, photometric="MONOCHROME1", PixelPaddingValue=stored_pad)
+    grey = grey_of(path, ct_params())
+    expected = 255 - window_grey(hu, 40, 400)
+    expected[:, :12] = 0  # black, although MONOCHROME1 would make HU -3000 white
+    assert np.array_equal(grey, expected)
+    # MR-style percentile scaling ignores the padding, here a range of stored values
+    hu[:, :6] = -2500.0
+    path = ct_file(tmp_path / "r.dcm", hu, PixelPaddingValue=stored_pad, PixelPaddingRangeLimit=-2500 + 1024)
+    grey = grey_of(path, PixelParams("MR", None, False, (0.5, 99.5), 32))
+    expected = percentile_grey(hu, hu[:, 12:])
+    expected[:, :12] = 0
+    assert np.array_equal(grey, expected)
+    with pytest.raises(BlankSlice):  # padding plus one value is blank
+        grey_of(ct_file(tmp_path / "e.dcm", np.where(hu < -2000, -3000.0, 40.0), PixelPaddingValue=stored_pad), ct_params())
+
+
+def test_real_modality_lut_sequence_file() -> None:
+    """PS3.3 C.11.1.1: a Modality LUT Sequence replaces rescale: out = LUT[clip(x - first, 0, n - 1)]."""
+    ds = pydicom.dcmread(bundled("mlut_18.dcm"))  # pydicom-data: 4096-entry table over signed 12-bit pixels
+    item = ds.ModalityLUTSequence[0]
+    entries, first, _ = item.LUTDescriptor
+    stored = ds.pixel_array.astype(int)
+    values = np.asarray(item.LUTData)[np.clip(stored - first, 0, (entries or 65536) - 1)]
+    grey = to_grey(ds.pixel_array, frame_view(ds, 0), PixelParams("MR", None, False, (0.5, 99.5), 64))
+    assert np.array_equal(grey, percentile_grey(values, values))

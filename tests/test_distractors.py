@@ -1,119 +1,136 @@
+"""Exchangeable option sets: exact where the pool allows it, checked exactly and by simulation."""
+
+from collections import Counter
+from itertools import combinations
+
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from radvqa.distractors import (
-    capped_proportional,
-    fit_inclusion,
-    inverse_cdf_draw,
-    place_answer,
-    systematic_draw,
-)
-
-counts_strategy = st.lists(st.integers(0, 5000), min_size=5, max_size=30)
+from radvqa.distractors import DrawTable, exclusions, fit_sets, place_answer, valid_sets
 
 
 @st.composite
-def pools(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
-    """Counts and an eligibility matrix leaving every name at least 3 wrong options."""
-    counts = np.array(draw(counts_strategy), dtype=float)
-    n = len(counts)
-    eligible = ~np.eye(n, dtype=bool)
+def pools(draw: st.DrawFn, low: int = 0, high: int = 5000) -> tuple[np.ndarray, np.ndarray, list[set[int]]]:
+    """Random counts and conflict groups (up to three, of two or three names) over 6-24 names."""
+    n = draw(st.integers(6, 24))
+    counts = np.array(draw(st.lists(st.integers(low, high), min_size=n, max_size=n)), dtype=float)
+    if counts.sum() == 0:
+        counts[0] = 1
+    groups = []
     for _ in range(draw(st.integers(0, 3))):
-        a, b = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
-        if a != b and eligible[a].sum() > 4 and eligible[b].sum() > 4:
-            eligible[a, b] = eligible[b, a] = False
-    return counts, eligible
+        size = draw(st.integers(2, 3))
+        groups.append(set(draw(st.lists(st.integers(0, n - 1), min_size=size, max_size=size, unique=True))))
+    return counts, exclusions([f"name {i}" for i in range(n)], groups, False), groups
 
 
-@given(st.lists(st.floats(0.001, 1000), min_size=4, max_size=20), st.integers(1, 3))
-def test_capped_proportional_sums_to_budget_and_caps_at_one(weights: list[float], k: int) -> None:
-    w = np.array([weights])
-    probs = capped_proportional(w, np.array([float(k)]))
-    assert abs(probs.sum() - k) < 1e-9
-    assert (probs <= 1.0).all() and (probs >= 0).all()
-    # uncapped entries stay proportional to their weights
-    free = probs[0] < 1.0 - 1e-12
-    if free.sum() > 1:
-        ratios = probs[0][free] / w[0][free]
-        assert np.allclose(ratios, ratios[0])
+def _clique_shares_below(counts: np.ndarray, groups: list[set[int]], bound: float) -> bool:
+    share = counts / counts.sum()
+    return share.max() < bound and all(share[list(g)].sum() < bound for g in groups)
 
 
-@settings(max_examples=60, deadline=None)
-@given(pools(), st.sampled_from([1, 3]))
-def test_fitted_rows_are_valid_inclusion_probabilities(pool: tuple[np.ndarray, np.ndarray], k: int) -> None:
-    counts, eligible = pool
-    probs = fit_inclusion(counts, eligible, k)
-    assert np.allclose(probs.sum(axis=1), k)
-    assert (probs <= 1.0 + 1e-12).all() and (probs >= 0).all()
-    assert (probs[~eligible] == 0).all()
+@settings(max_examples=80, deadline=None)
+@given(pools(), st.sampled_from([2, 4]))
+def test_fit_is_a_distribution_over_valid_sets(pool, k: int) -> None:
+    counts, excluded, _ = pool
+    fit = fit_sets(counts, k, excluded)
+    assert (fit.q >= 0).all() and abs(fit.q.sum() - 1) < 1e-12
+    for i, j in combinations(range(k), 2):
+        assert not excluded[fit.sets[:, i], fit.sets[:, j]].any()
+    assert (np.sort(fit.sets, axis=1) == fit.sets).all() and len(np.unique(fit.sets, axis=0)) == len(fit.sets)
+    assert abs(fit.inclusion.sum() - k) < 1e-9
+    # The exact text-only reader never does worse than chance, and exactness means no leak.
+    assert fit.leak >= 0
+    if fit.exact:
+        assert fit.leak < 1e-9
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(50, 200), min_size=6, max_size=25))
-def test_feasible_pools_are_matched_exactly(counts_list: list[int]) -> None:
-    """Every name is offered as a wrong answer k times as often as it is right."""
-    counts = np.array(counts_list, dtype=float)
-    eligible = ~np.eye(len(counts), dtype=bool)
-    for k in (1, 3):
-        if counts.max() > counts.sum() / (k + 1):
+@settings(max_examples=80, deadline=None)
+@given(pools(low=20, high=200), st.sampled_from([2, 4]))
+def test_exact_fit_gives_one_in_k_for_every_member_of_every_set(pool, k: int) -> None:
+    """P(answer = o | S) = p_o Q(S) / pi_o / P(S) is 1/k to 1e-9 whenever no group is above 1/k."""
+    counts, excluded, groups = pool
+    fit = fit_sets(counts, k, excluded)
+    if _clique_shares_below(counts, groups, 1.0 / k - 1e-6):
+        assert fit.exact, (fit.inclusion, fit.target)
+    if fit.exact:
+        assert np.abs(fit.inclusion - k * counts / counts.sum()).max() < 1e-9
+        assert np.abs(fit.posterior() - 1.0 / k).max() < 1e-9
+
+
+@settings(max_examples=25, deadline=None)
+@given(pools(low=20, high=200), st.integers(0, 2**32 - 1))
+def test_realised_draws_are_exchangeable_given_the_set(pool, seed: int) -> None:
+    """Simulate answers in proportion to the counts and draw each image's set: every frequent set's
+    members are right as often as the exact posterior says (1/4 where the fit is exact)."""
+    counts, excluded, _ = pool
+    fit = fit_sets(counts, 4, excluded)
+    assume(set(fit.sets.ravel().tolist()) == set(range(len(counts))))  # the taxonomy check rejects the rest
+    table = DrawTable.build([fit.conditional(t) for t in range(len(counts))], 4)
+    rng = np.random.default_rng(seed)
+    n = 60_000
+    answers = rng.choice(len(counts), size=n, p=counts / counts.sum())
+    others = table.draw(answers, rng.random(n))
+    assert (others >= 0).all()
+    shown = np.sort(np.column_stack([answers, others]), axis=1)
+    lookup = {tuple(s): r for r, s in enumerate(fit.sets.tolist())}
+    rows = np.array([lookup[tuple(s)] for s in shown.tolist()])
+    posterior = fit.posterior()
+    for r, m in Counter(rows.tolist()).items():
+        if m < 300:
             continue
-        probs = fit_inclusion(counts, eligible, k)
-        offered = counts @ probs
-        assert np.allclose(offered, k * counts, rtol=1e-4)
+        drawn = rows == r
+        for member, expected in zip(fit.sets[r], posterior[r]):
+            rate = float((answers[drawn] == member).mean())
+            assert abs(rate - expected) < 5 * (expected * (1 - expected) / m) ** 0.5 + 1e-9
 
 
-def test_unmatchable_name_spreads_excess_evenly() -> None:
+def test_dominant_name_is_in_every_set_and_leaks_only_its_share() -> None:
+    """A name above a quarter cannot be matched; the least leak any sampler allows is its share."""
     counts = np.array([100, 200, 300, 400, 500, 6000.0])
-    probs = fit_inclusion(counts, ~np.eye(6, dtype=bool), 3)
-    ratio = (counts @ probs) / (3 * counts)
-    assert np.allclose(ratio[:5], ratio[0], rtol=1e-3)  # every small name equally over-offered
-    assert ratio[5] < 1  # the dominant name is offered on every image it can be
+    fit = fit_sets(counts, 4, exclusions([str(i) for i in range(6)], [], False))
+    assert not fit.exact
+    assert (fit.sets == 5).any(axis=1).all()
+    share = counts[5] / counts.sum()
+    assert abs(fit.leak - (share - 0.25)) < 1e-9
+    posterior = fit.posterior()
+    others = posterior[fit.sets != 5].reshape(len(fit.sets), 3)
+    assert np.allclose(others, others[0, 0])  # the small names stay exchangeable among themselves
 
 
-def test_fixed_rate_is_respected() -> None:
-    counts = np.array([400, 100, 200, 300, 150, 250.0])
-    eligible = ~np.eye(6, dtype=bool)
-    probs = fit_inclusion(counts, eligible, 3, fixed={0: 0.3})
-    assert np.allclose(probs[1:, 0], 0.3) and probs[0, 0] == 0
-    assert np.allclose(probs.sum(axis=1), 3)
+def test_conflict_group_above_a_quarter_is_saturated() -> None:
+    counts = np.array([300, 300, 100, 100, 100, 100, 100, 100.0])
+    fit = fit_sets(counts, 4, exclusions([str(i) for i in range(8)], [{0, 1}], False))
+    assert (np.isin(fit.sets, [0, 1]).sum(axis=1) == 1).all()
+    assert abs(fit.inclusion[[0, 1]].sum() - 1) < 1e-9
+
+
+def test_contained_text_and_conflicts_are_excluded() -> None:
+    texts = ["bladder pathology", "gallbladder pathology", "gallstone", "renal lesion", "liver lesion", "ascites"]
+    excluded = exclusions(texts, [{2, 1}], True)
+    assert excluded[0, 1] and excluded[1, 0] and excluded[1, 2] and not excluded[3, 4]
+    sets = valid_sets(np.arange(6), 4, excluded)
+    for s in sets.tolist():
+        assert not ({0, 1} <= set(s) or {1, 2} <= set(s))
 
 
 def test_absent_names_fill_in_only_when_needed() -> None:
     counts = np.array([10, 10, 0, 0, 0, 0.0])
-    probs = fit_inclusion(counts, ~np.eye(6, dtype=bool), 3)
-    assert np.allclose(probs.sum(axis=1), 3)
-    assert np.allclose(probs[0, 1], 1.0)  # the only present wrong name is always offered
+    fit = fit_sets(counts, 4, exclusions([str(i) for i in range(6)], [], False))
+    assert len(fit.sets) and (np.isin(fit.sets, [0, 1]).sum(axis=1) == 2).all()
+    full = fit_sets(np.array([10, 10, 10, 10, 0, 0.0]), 4, exclusions([str(i) for i in range(6)], [], False))
+    assert full.sets.tolist() == [[0, 1, 2, 3]]  # names without images are never offered when avoidable
 
 
-@settings(max_examples=40, deadline=None)
-@given(pools(), st.integers(0, 2**32 - 1))
-def test_systematic_draw_gives_k_distinct_eligible_names(pool: tuple[np.ndarray, np.ndarray], seed: int) -> None:
-    counts, eligible = pool
-    probs = fit_inclusion(counts, eligible, 3)
-    rng = np.random.default_rng(seed)
-    rows = probs[rng.integers(0, len(counts), 200)]
-    picked = systematic_draw(rows, rng.random(rows.shape), rng.random(len(rows)), 3)
-    assert picked.shape == (200, 3)
-    assert (np.sort(picked, axis=1)[:, 1:] != np.sort(picked, axis=1)[:, :-1]).all()
-    assert (np.take_along_axis(rows, picked, axis=1) > 0).all()
-
-
-def test_systematic_draw_hits_inclusion_probabilities() -> None:
-    row = np.array([1.0, 0.5, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
+def test_draw_table_hits_conditional_probabilities() -> None:
+    rows = [(np.array([0.5, 0.25, 0.25]), np.array([[1], [2], [3]])), (np.array([1.0]), np.array([[0]]))]
+    table = DrawTable.build(rows, 2)
     rng = np.random.default_rng(0)
-    n = 40000
-    picked = systematic_draw(np.tile(row, (n, 1)), rng.random((n, len(row))), rng.random(n), 3)
-    frequency = np.bincount(picked.ravel(), minlength=len(row)) / n
-    assert np.abs(frequency - row).max() < 0.01
-
-
-def test_inverse_cdf_draw() -> None:
-    rng = np.random.default_rng(1)
-    row = np.array([0.0, 0.25, 0.75])
-    picked = inverse_cdf_draw(np.tile(row, (20000, 1)), rng.random(20000))
-    assert (picked != 0).all()
-    assert abs((picked == 2).mean() - 0.75) < 0.015
+    picked = table.draw(np.zeros(40_000, dtype=np.int64), rng.random(40_000))[:, 0]
+    assert abs((picked == 1).mean() - 0.5) < 0.01 and abs((picked == 3).mean() - 0.25) < 0.01
+    assert (table.draw(np.ones(10, dtype=np.int64), rng.random(10))[:, 0] == 0).all()
+    edge = table.draw(np.array([0, 1]), np.array([1.0 - 2**-53, 0.0]))
+    assert edge[:, 0].tolist() == [3, 0]  # a uniform at the top of a row stays in that row
 
 
 @settings(max_examples=50, deadline=None)

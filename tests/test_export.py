@@ -7,11 +7,14 @@ import hashlib
 import csv
 import io
 import json
+import os
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from export_fixtures import bench_dataset, config_records, hf_offline  # noqa: F401
 from PIL import Image
 from typer.testing import CliRunner
@@ -50,19 +53,18 @@ def source_root(out: Path) -> Path:
 @pytest.fixture(scope="module")
 def parquet_with_images(bench_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("pq") / "with-images"
-    code, output = run(
-        "export", bench_dataset, "--format", "hf-parquet", "-o", dest, "--root", source_root(bench_dataset)
-    )
+    code, output = run("export", bench_dataset, "--format", "hf-parquet", "-o", dest)  # images from the manifest's root
     assert code == 0, output
     return dest
 
 
 def test_hf_parquet_loads_like_the_released_dataset(
-    bench_dataset: Path, parquet_with_images: Path, hf_offline: Path
+    bench_dataset: Path, parquet_with_images: Path, hf_offline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import datasets
 
     root = source_root(bench_dataset)
+    monkeypatch.chdir(tmp_path)  # a trainer's working folder is anywhere but the copy
     assert "Image bytes are embedded in the parquet files" in (parquet_with_images / "README.md").read_text()
     for config, split in PARTS:
         records = config_records(bench_dataset, config, split)
@@ -99,7 +101,8 @@ def test_hf_parquet_loads_like_the_released_dataset(
                 assert row["image"].tobytes() == source.tobytes()
             if config == "benchmark":
                 assert row["question"] == question_stem(record)
-                assert row["choices"] == record["choices"]
+                # as released: options on multiple-choice rows, null elsewhere
+                assert row["choices"] == (record["choices"] if record["question_type"] == "multiple_choice" else None)
                 assert row["answer"] == record["answer"]
                 assert row["question_type"] == record["question_type"]
             else:
@@ -108,25 +111,64 @@ def test_hf_parquet_loads_like_the_released_dataset(
                 assert gpt == {"from": "gpt", "value": record["answer"]}
 
 
-def test_hf_parquet_without_root_references_images_and_shards(
-    bench_dataset: Path, tmp_path: Path, hf_offline: Path
+def test_single_parquet_files_decode_images_without_the_card(
+    bench_dataset: Path, parquet_with_images: Path, hf_offline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets
+    import pyarrow.parquet as pq
+
+    root = source_root(bench_dataset)
+    monkeypatch.chdir(tmp_path)
+    for config, split in (("benchmark", "test"), ("alignment", "train")):
+        (shard,) = sorted((parquet_with_images / config).glob(f"{split}-*.parquet"))
+        assert b"huggingface" in pq.read_schema(shard).metadata
+        alone = tmp_path / f"{config}.parquet"  # one file, no README card beside it
+        shutil.copy(shard, alone)
+        table = datasets.load_dataset("parquet", data_files=alone.name, split="train", cache_dir=str(hf_offline))
+        assert isinstance(table.features["image"], datasets.Image)
+        records = config_records(bench_dataset, config, split)
+        row = table[len(records) - 1]
+        with Image.open(root / records[-1]["image"]) as source:
+            assert row["image"].tobytes() == source.tobytes()
+        assert row["metadata"]["question_id"] == records[-1]["id"]
+        if config == "benchmark":
+            kinds = {r["question_type"] for r in records}
+            assert kinds == {"open", "closed", "multiple_choice"}
+            for i, record in enumerate(records[:9]):
+                expected = record["choices"] if record["question_type"] == "multiple_choice" else None
+                assert table[i]["choices"] == expected
+        else:
+            assert row["conversations"][1]["value"] == records[-1]["answer"]
+            assert row["metadata"]["correct_text"] is None  # captions carry no option text, as released
+
+
+def test_hf_parquet_no_embed_writes_absolute_paths_and_shards(
+    bench_dataset: Path, tmp_path: Path, hf_offline: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import datasets
 
     dest = tmp_path / "pq"
     code, output = run(
-        "export", bench_dataset, "-f", "hf-parquet", "-o", dest, "--shard-size", "1000", "--only", "instruct"
+        "export", bench_dataset, "-f", "hf-parquet", "-o", dest, "--shard-size", "1000", "--only", "instruct",
+        "--no-embed",
     )
     assert code == 0, output
+    assert "absolute paths" in (dest / "README.md").read_text()
     records = config_records(bench_dataset, "instruct", "train")
     shards = sorted((dest / "instruct").glob("train-*.parquet"))
     n = -(-len(records) // 1000)
     assert [p.name for p in shards] == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
     assert not (dest / "alignment").exists() and (dest / "manifest.json").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     table = datasets.load_dataset(str(dest), "instruct", split="train", cache_dir=str(hf_offline))
-    table = table.cast_column("image", datasets.Image(decode=False))
     assert table.num_rows == len(records)
-    assert table[len(records) - 1]["image"] == {"bytes": None, "path": records[-1]["image"]}
+    last = records[-1]
+    with Image.open(source_root(bench_dataset) / last["image"]) as source:
+        assert table[len(records) - 1]["image"].tobytes() == source.tobytes()
+    raw = table.cast_column("image", datasets.Image(decode=False))[len(records) - 1]["image"]
+    assert raw == {"bytes": None, "path": str((source_root(bench_dataset) / last["image"]).resolve())}
 
 
 def test_question_stem_drops_the_option_lines_only() -> None:
@@ -147,12 +189,14 @@ def test_llava_one_conversation_per_question(bench_dataset: Path, tmp_path: Path
     dest = tmp_path / "llava"
     code, output = run("export", bench_dataset, "-f", "llava", "-o", dest)
     assert code == 0, output
+    root = source_root(bench_dataset).resolve()
     for config, split in PARTS:
         records = config_records(bench_dataset, config, split)
         items = json.loads((dest / f"{config}_{split}.json").read_text())
         assert len(items) == len(records)
         for item, record in zip(items, records):
-            assert item["id"] == record["id"] and item["image"] == record["image"]
+            # absolute by default: LLaVA joins --image_folder with it and gets the path itself
+            assert item["id"] == record["id"] and item["image"] == str(root / record["image"])
             assert item["conversations"] == [
                 {"from": "human", "value": "<image>\n" + record["question"]},
                 {"from": "gpt", "value": record["answer"]},
@@ -179,6 +223,53 @@ def test_llava_group_image_survives_shard_boundaries(
         assert sum("<image>" in t["value"] for t in turns) == 1
         assert Path(item["image"]).is_absolute() and Path(item["image"]).is_file()
         assert len(item["id"]) == 16
+    # Turn order: no question's text names the answer of a later question, and the closed pair
+    # does not always come yes first.
+    by_image: dict[str, dict[str, dict]] = {}
+    for r in records:
+        by_image.setdefault(r["id"].split("-")[0], {})[r["question"]] = r
+    first_closed: Counter[bool] = Counter()
+    for item in items:
+        mine = by_image[item["id"]]
+        asked = [mine[t["value"].removeprefix("<image>\n")] for t in item["conversations"][::2]]
+        for i, record in enumerate(asked):
+            later = [r["answer_text"].lower() for r in asked[i + 1 :] if r["question_type"] != "closed"]
+            text = record["question"].lower()
+            if record["question_type"] != "multiple_choice":
+                assert not any(f" {a} " in f" {text} " or f" {a}?" in f" {text}" for a in later if a not in ("yes", "no")), (
+                    record["slot"], text, later)
+        slots = [r["slot"] for r in asked]
+        assert slots.index("anatomy_open") < slots.index("abnormality_closed") < slots.index("pathology_open")
+        assert max(slots.index("pathology_open"), slots.index("pathology_mc")) < min(
+            slots.index("pathology_closed_yes"), slots.index("pathology_closed_no"))
+        first_closed[slots.index("pathology_closed_yes") < slots.index("pathology_closed_no")] += 1
+    assert first_closed[True] > 0.3 * len(items) and first_closed[False] > 0.3 * len(items)
+
+
+def test_llava_relative_keeps_paths_relative_to_the_copy(bench_dataset: Path, tmp_path: Path) -> None:
+    code, output = run("export", bench_dataset, "-f", "llava", "-o", tmp_path / "l", "--relative", "--only", "benchmark")
+    assert code == 0, output
+    items = json.loads((tmp_path / "l" / "benchmark_test.json").read_text())
+    records = config_records(bench_dataset, "benchmark", "test")
+    assert [i["image"] for i in items] == [r["image"] for r in records]
+    assert not Path(items[0]["image"]).is_absolute()
+
+
+def test_sharegpt_relative_writes_llamafactory_media_dir(bench_dataset: Path, tmp_path: Path) -> None:
+    import yaml
+
+    dest = tmp_path / "s"
+    code, output = run("export", bench_dataset, "-f", "sharegpt", "-o", dest, "--relative", "--only", "benchmark")
+    assert code == 0, output
+    args = yaml.safe_load((dest / "llamafactory_data.yaml").read_text())
+    assert args == {
+        "dataset_dir": str(dest.resolve()),
+        "media_dir": str(source_root(bench_dataset).resolve()),
+        "dataset": "radvqa_benchmark_test",
+    }
+    item = json.loads((dest / "benchmark_test.jsonl").read_text().splitlines()[0])
+    assert not Path(item["images"][0]).is_absolute()
+    assert (Path(args["media_dir"]) / item["images"][0]).is_file()
 
 
 def test_sharegpt_messages_and_llamafactory_info(bench_dataset: Path, tmp_path: Path) -> None:
@@ -201,7 +292,7 @@ def test_sharegpt_messages_and_llamafactory_info(bench_dataset: Path, tmp_path: 
             assert roles == ["user", "assistant"] * per_image
             assert sum(m["content"].count("<image>") for m in item["messages"]) == len(item["images"]) == 1
             assert item["messages"][0]["content"].startswith("<image>")
-            assert Path(item["images"][0]).is_file()
+            assert Path(item["images"][0]).is_absolute() and Path(item["images"][0]).is_file()
 
 
 # ---------------------------------------------------------------- vlmevalkit
@@ -270,6 +361,81 @@ def test_vlmevalkit_needs_a_benchmark(bench_dataset: Path, tmp_path: Path) -> No
     assert code == 1 and "no benchmark (benchmark/test-*.jsonl) to export" in output
 
 
+# ---------------------------------------------------------------- llava-eval, lmms-eval
+
+
+def test_llava_eval_is_a_model_vqa_question_file(bench_dataset: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "le"
+    code, output = run("export", bench_dataset, "-f", "llava-eval", "-o", dest)
+    assert code == 0, output
+    # LLaVA's model_vqa: json.loads per line; line["question_id"], line["image"], line["text"];
+    # Image.open(os.path.join(args.image_folder, line["image"]))
+    questions = [json.loads(q) for q in (dest / "radvqa_questions.jsonl").read_text().splitlines()]
+    records = config_records(bench_dataset, "benchmark", "test")
+    assert [q["question_id"] for q in questions] == [r["id"] for r in records]
+    for question, record in zip(questions, records):
+        with Image.open(os.path.join("/some/other/folder", question["image"])) as image:
+            image.convert("RGB")
+        assert question["text"].startswith(record["question"])
+        assert question["category"] == record["task"]
+    mc = next(q for q, r in zip(questions, records) if r["question_type"] == "multiple_choice")
+    assert mc["text"].endswith("Answer with the option's letter from the given choices directly.")
+
+
+class _TaskLoader(yaml.SafeLoader):
+    """lmms-eval's task YAML loader: ``!function module.name`` resolves in the YAML's folder."""
+
+
+def _load_task(path: Path) -> dict:
+    import importlib.util
+
+    def function(loader: yaml.SafeLoader, node: yaml.Node) -> object:
+        module_name, name = loader.construct_scalar(node).rsplit(".", 1)  # type: ignore[arg-type]
+        spec = importlib.util.spec_from_file_location(module_name, path.parent / f"{module_name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return getattr(module, name)
+
+    _TaskLoader.add_constructor("!function", function)
+    return yaml.load(path.read_text(), Loader=_TaskLoader)
+
+
+def test_lmms_eval_task_folder_loads_and_scores(
+    bench_dataset: Path, tmp_path: Path, hf_offline: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets
+
+    dest = tmp_path / "task"
+    code, output = run("export", bench_dataset, "-f", "lmms-eval", "-o", dest)
+    assert code == 0, output
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "README.md", "benchmark", "manifest.json", "radvqa-export.json", "radvqa.yaml", "utils.py"
+    ]
+    monkeypatch.chdir(tmp_path)
+    task = _load_task(dest / "radvqa.yaml")
+    assert task["task"] == "radvqa" and task["output_type"] == "generate_until"
+    docs = datasets.load_dataset(
+        task["dataset_path"], task["dataset_name"], split=task["test_split"], cache_dir=str(hf_offline)
+    )
+    records = config_records(bench_dataset, "benchmark", "test")
+    assert docs.num_rows == len(records)
+    kwargs = task["lmms_eval_specific_kwargs"]["default"]
+    scores = []
+    for doc, record in zip(docs, records):
+        (image,) = task["doc_to_visual"](doc)
+        assert image.mode == "RGB"
+        text = task["doc_to_text"](doc, kwargs)
+        assert text.startswith(question_stem(record))
+        if record["question_type"] == "multiple_choice":
+            assert "\nA. " + record["choices"][0] in text
+        target = task["doc_to_target"](doc)
+        result = task["process_results"](doc, [target])["radvqa_exact_match"]
+        assert result["question_id"] == record["id"]
+        scores.append(result)
+    assert task["metric_list"][0]["aggregation"](scores) == 100.0
+
+
 # ---------------------------------------------------------------- errors and safety
 
 
@@ -303,6 +469,9 @@ def test_export_refuses_a_non_empty_folder_unless_overwrite(bench_dataset: Path,
         (["-f", "llava", "--group", "images"], "unknown --group 'images' (did you mean 'image'?)"),
         (["-f", "llava", "--only", "instrukt"], "unknown config 'instrukt' (did you mean 'instruct'?)"),
         (["-f", "llava", "--root", "/nonexistent/radimagenet"], "RadImageNet copy not found"),
+        (["-f", "hf-parquet", "--relative"], "--relative applies to llava, sharegpt, llava-eval, not hf-parquet"),
+        (["-f", "llava", "--no-embed"], "--no-embed applies to hf-parquet and lmms-eval, not llava"),
+        (["-f", "llava-eval", "--only", "instruct"], "the llava-eval export holds the benchmark only"),
     ],
 )
 def test_export_bad_options_are_one_line_errors(
@@ -384,7 +553,7 @@ class RecordingBar:
         return None
 
 
-@pytest.mark.parametrize("fmt", ["llava", "sharegpt", "hf-parquet", "vlmevalkit"])
+@pytest.mark.parametrize("fmt", ["llava", "sharegpt", "hf-parquet", "vlmevalkit", "llava-eval", "lmms-eval"])
 def test_export_reports_progress_up_to_its_total(bench_dataset: Path, tmp_path: Path, fmt: str) -> None:
     bars: list[RecordingBar] = []
 

@@ -8,7 +8,18 @@ import pytest
 
 from radvqa.config import Config
 from radvqa.dataset import class_counts, image_slice
-from radvqa.generate import INSTRUCT_SLOTS, LETTERS, build_plan, render
+from radvqa.distractors import fit_sets
+from radvqa import streams
+from radvqa.generate import (
+    _WIDTH,
+    INSTRUCT_SLOTS,
+    LETTERS,
+    Slice,
+    build_plan,
+    draw_options,
+    region_counts,
+    render,
+)
 from radvqa.source import read_source
 from radvqa.taxonomy import Taxonomy
 from radvqa.templates import TemplateSet
@@ -176,37 +187,57 @@ def _right_rates(records: list[dict], slot: str) -> tuple[Counter, Counter]:
     return right, seen
 
 
-def test_no_name_predicts_the_answer(shaped_train, taxonomy: Taxonomy) -> None:
-    """On data with the real imbalance, each pathology option is right about one time in four."""
-    plan, counts, records = shaped_train
-    # expected: every name is offered 3x as often as it is right where the region allows it.
-    per_name: dict[tuple[int, int], float] = defaultdict(float)
-    for c in range(len(taxonomy.classes)):
-        per_name[(int(plan.region_of[c]), int(plan.name_of[c]))] += counts[c]
-    exact = 0
-    for r in range(len(taxonomy.regions)):
-        members = plan.region_of == r
-        total = sum(n for (region, _), n in per_name.items() if region == r)
-        top = max(n for (region, _), n in per_name.items() if region == r)
-        ratios = []
-        for (region, name), n in per_name.items():
-            if region == r and n >= 20 and n < 0.2 * total:
-                ratios.append(float(counts[members] @ plan.path_mc[members][:, name]) / (3 * n))
-        # Where one name holds more than a quarter of the region, exact matching is impossible
-        # (test_distractors covers how the excess is spread); elsewhere it must be exact.
-        if top < 0.24 * total:
-            assert all(abs(x - 1) < 0.03 for x in ratios), (r, ratios)
-            exact += 1
-    assert exact >= 1
-    # realised: how often each option is right matches the plan (1/4 where matchable)
-    hits, seen = _right_rates(records, "pathology_mc")
-    for (region_name, option), n in seen.items():
-        if n < 200:
+def test_every_shown_option_set_is_exchangeable(shaped_train, taxonomy: Taxonomy) -> None:
+    """With the real imbalance, given the four options shown, each is right as often as the exact fit says.
+
+    Where the region allows it (no name or conflict group above a quarter), that is 1/4 for
+    every member of every set. 400,000 images are drawn with the real draw code (classes in the
+    split's proportions) and every frequent set is compared with the fit within sampling error.
+    """
+    plan, counts, _ = shaped_train
+    n = 400_000
+    rng = np.random.default_rng(5)
+    classes = rng.choice(len(counts), size=n, p=counts / counts.sum())
+    keys = rng.integers(0, 2**63, size=n, dtype=np.uint64)
+    block = Slice(ids=[""] * n, images=[""] * n, classes=classes, keys=keys)
+    u = streams.uniforms(streams.image_keys(keys, 0), _WIDTH)
+    _, _, _, _, options, letters = draw_options(plan, block, u)
+    answers = options[np.arange(n), letters]
+    region_of = plan.region_of[classes]
+    _, per_name = region_counts(taxonomy, counts)
+    checked = exact_regions = 0
+    for i, region in enumerate(taxonomy.regions.values()):
+        fit = fit_sets(per_name[i], 4, taxonomy.exclusions(region.key, True))
+        posterior = fit.posterior()
+        if fit.exact:
+            assert np.abs(posterior - 0.25).max() < 1e-9
+            exact_regions += 1
+        mine = region_of == i
+        shown = np.sort(options[mine], axis=1)
+        lookup = {tuple(row): r for r, row in enumerate(fit.sets.tolist())}
+        rows = np.array([lookup[tuple(row)] for row in shown.tolist()])  # every shown set is a valid set
+        right = answers[mine]
+        for r in np.flatnonzero(np.bincount(rows, minlength=len(fit.sets)) >= 400):
+            drawn = rows == r
+            m = int(drawn.sum())
+            for member, expected in zip(fit.sets[r], posterior[r]):
+                rate = float((right[drawn] == member).mean())
+                assert abs(rate - expected) < 4.5 * (expected * (1 - expected) / m) ** 0.5, (region.key, r, member)
+            checked += 1
+    assert checked >= 20 and exact_regions >= 1
+
+
+def test_no_shown_set_pairs_conflicting_or_contained_names(shaped_train, taxonomy: Taxonomy) -> None:
+    _, _, records = shaped_train
+    region_of = {r.name: r for r in taxonomy.regions.values()}
+    for record in records:
+        if record["slot"] != "pathology_mc":
             continue
-        r = next(i for i, reg in enumerate(taxonomy.regions.values()) if reg.name == region_name)
-        name = plan.option_text[r].index(option)
-        members = plan.region_of == r
-        right = per_name[(r, name)]
-        expected = right / (right + float(counts[members] @ plan.path_mc[members][:, name]))
-        rate = hits[(region_name, option)] / n
-        assert abs(rate - expected) < 4 * (expected * (1 - expected) / n) ** 0.5, (region_name, option, rate, expected)
+        region = region_of[record["region"]]
+        texts = {taxonomy.answer_text(region.key, n): n for n in region.pathologies}
+        names = [texts[c] for c in record["choices"]]
+        assert len(set(names)) == 4
+        for a in names:
+            assert not region.conflicts_of(a) & set(names), record["choices"]
+        lowered = [c.lower() for c in record["choices"]]
+        assert not any(a != b and a in b for a in lowered for b in lowered), record["choices"]

@@ -7,7 +7,9 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from radvqa.cli import app
 from radvqa.config import Config
 from radvqa.dataset import generate_dataset
 from radvqa.errors import SplitError
@@ -26,6 +28,8 @@ from radvqa.split import (
 )
 from radvqa.taxonomy import Taxonomy
 from radvqa.templates import TemplateSet
+
+runner = CliRunner()
 
 
 @st.composite
@@ -119,7 +123,7 @@ def test_duplicates_and_blank_images_never_enter_the_benchmark(
     sample_copy_with_quirks: tuple[Path, Quirks], taxonomy: Taxonomy, config: Config
 ) -> None:
     root, quirks = sample_copy_with_quirks
-    table, splits, report, _ = split_copy(root, taxonomy, config.split_ratios, BenchmarkSettings())
+    table, splits, report, _, _ = split_copy(root, taxonomy, config.split_ratios, BenchmarkSettings())
     chosen = set(table.loc[splits == BENCHMARK, "image_id"])
     # the test copy of a byte-identical pair (its twin is in train, under another pathology)
     assert quirks.identical[1] not in chosen and quirks.blank not in chosen
@@ -129,7 +133,7 @@ def test_duplicates_and_blank_images_never_enter_the_benchmark(
 
 
 def test_split_file_round_trip(tmp_path: Path, sample_copy: Path, taxonomy: Taxonomy, config: Config) -> None:
-    table, splits, report, _ = split_copy(sample_copy, taxonomy, config.split_ratios, BenchmarkSettings(images=200))
+    table, splits, report, _, _ = split_copy(sample_copy, taxonomy, config.split_ratios, BenchmarkSettings(images=200))
     path = tmp_path / "splits.csv"
     write_splits(path, table, splits, taxonomy, report)
     saved, saved_report = read_splits(path)
@@ -174,7 +178,7 @@ def test_generated_benchmark(sample_dataset: Path, taxonomy: Taxonomy) -> None:
 def test_generate_with_saved_splits_matches_default(
     tmp_path: Path, sample_copy: Path, sample_dataset: Path, taxonomy: Taxonomy, templates: TemplateSet, config: Config
 ) -> None:
-    table, splits, report, _ = split_copy(sample_copy, taxonomy, config.split_ratios, BenchmarkSettings())
+    table, splits, report, _, _ = split_copy(sample_copy, taxonomy, config.split_ratios, BenchmarkSettings())
     write_splits(tmp_path / "s.csv", table, splits, taxonomy, report)
     out = tmp_path / "out"
     generate_dataset(sample_copy, out, config, taxonomy, templates, splits_file=tmp_path / "s.csv")
@@ -188,6 +192,72 @@ def test_benchmark_with_other_size(tmp_path: Path, shaped_copy: Path, taxonomy: 
     generate_dataset(shaped_copy, out, config.with_overrides(benchmark_images=320), taxonomy, templates)
     lines = (out / "benchmark" / "test-00000-of-00001.jsonl").read_bytes().splitlines()
     assert len(lines) == 9 * 320
+
+
+def test_conflict_groups_are_capped_so_the_benchmark_is_exactly_exchangeable(
+    shaped_table, shaped_copy: Path, taxonomy: Taxonomy, config: Config
+) -> None:
+    """No group of answers that may not share an option set above 25% of its region; then the fit is exact."""
+    from radvqa.dataset import class_counts
+    from radvqa.generate import fit_draws
+
+    rows, report = select_benchmark(shaped_table, taxonomy, BenchmarkSettings(images=400), shaped_copy)
+    chosen = shaped_table.iloc[rows]
+    names = {r.key: r.name for r in taxonomy.regions.values()}
+    relaxed = {r for r in names if any(f"answer cap in {names[r]}" in w for w in report.warnings)}
+    exchange = fit_draws(taxonomy, config, class_counts(chosen, taxonomy)).exchange
+    assert exchange["anatomy_mc"]["all"] < 1e-9 and exchange["anatomy_closed"]["all"] < 1e-9
+    for key, region in taxonomy.regions.items():
+        mine = chosen[chosen["region"] == key]
+        budget = len(mine)
+        answers = Counter(mine["pathology"])
+        for group in region.conflicts.items():
+            members = {group[0], *group[1]}
+            for a in members:
+                for b in region.conflicts_of(a) & members:
+                    assert answers[a] + answers[b] <= budget // 4 or key in relaxed, (key, a, b, answers)
+        if key not in relaxed:
+            assert exchange["pathology_mc"][key] < 1e-9 and exchange["pathology_closed"][key] < 1e-9, key
+    assert len(relaxed) < len(names)
+
+
+def test_per_slot_layout(tmp_path: Path, taxonomy: Taxonomy, templates: TemplateSet, config: Config) -> None:
+    """Nine disjoint image sets with the same classes, one slot each; nothing links two questions."""
+    from radvqa.audit import audit_dataset
+    from radvqa.generate import INSTRUCT_SLOTS
+    from radvqa.sample import write_copy
+
+    copy = tmp_path / "copy"
+    write_copy(copy, taxonomy, {c.index: 24 for c in taxonomy.classes}, quirks=False, shares=(0.1, 0.5))
+    per_slot = config.with_overrides(benchmark_layout="per-slot")
+    out = tmp_path / "out"
+    result = generate_dataset(copy, out, per_slot, taxonomy, templates)
+    records = [orjson.loads(line) for line in (out / "benchmark" / "test-00000-of-00001.jsonl").read_bytes().splitlines()]
+    size = result.benchmark["set_size"]
+    assert size >= 150 and len(records) == 9 * size
+    images = Counter(r["image"] for r in records)
+    assert max(images.values()) == 1  # every image is asked exactly one question
+    by_slot = {slot: [r for r in records if r["slot"] == slot] for slot in INSTRUCT_SLOTS}
+    composition = {slot: Counter(r["label"] for r in rs) for slot, rs in by_slot.items()}
+    assert all(c == composition["anatomy_open"] for c in composition.values())
+    for slot in ("anatomy_mc", "pathology_mc"):
+        letters = Counter(r["answer"] for r in by_slot[slot])
+        assert max(letters.values()) - min(letters.values()) <= 1
+    report = audit_dataset(out)
+    assert all(not e.cross for e in report.evaluations if e.source == "benchmark")
+    # The same layout through a split file gives the same benchmark, byte for byte.
+    splits = tmp_path / "splits.csv"
+    assert runner.invoke(app, ["split", str(copy), "-o", str(splits), "--benchmark-layout", "per-slot"]).exit_code == 0
+    again = tmp_path / "again"
+    generate_dataset(copy, again, config, taxonomy, templates, splits_file=splits)
+    assert (again / "benchmark" / "test-00000-of-00001.jsonl").read_bytes() == (
+        out / "benchmark" / "test-00000-of-00001.jsonl"
+    ).read_bytes()
+
+
+def test_per_slot_layout_needs_nine_images_per_class(sample_copy: Path, taxonomy: Taxonomy, config: Config) -> None:
+    with pytest.raises(SplitError, match="too small for 9 disjoint benchmark sets"):
+        split_copy(sample_copy, taxonomy, config.split_ratios, BenchmarkSettings(layout="per-slot"))
 
 
 def test_split_usable_counts_agree(tmp_path: Path, sample_copy: Path) -> None:

@@ -145,3 +145,23 @@ def test_malformed_yaml_names_the_file(tmp_path: Path) -> None:
     path.write_text("regions: [unclosed\n")
     with pytest.raises(ConfigError, match=r"taxonomy.yaml: line \d+: malformed YAML"):
         load_taxonomy(path)
+
+
+def test_pathology_without_a_valid_option_set_is_an_error(tmp_path: Path) -> None:
+    """Each name has three possible wrong options, but no three of them may stand together."""
+    data = _default_data()
+    data["regions"]["chest"]["conflicts"] = [
+        ["Airspace_opacity", "Bronchiectasis"],
+        ["Nodule", "interstitial_lung_disease"],
+        ["normal", "Parenchyma_destruction"],
+    ]
+    with pytest.raises(ConfigError, match="region 'chest': pathology 'Airspace_opacity' fits in no set of 4 options"):
+        load_taxonomy(_write(tmp_path, data))
+
+
+def test_contained_option_texts_never_share_a_set(taxonomy: Taxonomy) -> None:
+    abdomen = taxonomy.regions["abdomen"].pathologies
+    excluded = taxonomy.exclusions("abdomen", True)
+    texts = [taxonomy.answer_text("abdomen", n) for n in abdomen]
+    assert excluded[texts.index("bladder pathology"), texts.index("gallbladder pathology")]
+    assert not taxonomy.exclusions("abdomen", False)[texts.index("bladder pathology"), texts.index("gallbladder pathology")]

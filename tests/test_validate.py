@@ -279,9 +279,32 @@ def test_conflict_group_option(out: Path, tmp_path: Path) -> None:
 
     sample = edit(out, TRAIN, pick, offer_conflict)
     code, report = run("validate-distractors", out, tmp_path)
-    assert code == 1 and report["violations"] == {"conflict_option": 1}
+    # The answer and the offered option also may not share a set.
+    assert code == 1 and report["violations"] == {"conflict_option": 1, "excluded_pair": 1}
     [example] = examples(report, "conflict_option")
     assert example["id"] == sample and "bowel inflammation" in example["detail"]
+
+
+def test_two_wrong_options_that_may_not_stand_together(out: Path, tmp_path: Path) -> None:
+    """Neither is the answer, but a reader could cross both out: one conflict group, or one text in the other."""
+    def offer_pair(record: dict[str, Any]) -> None:
+        wrong = [i for i, c in enumerate(record["choices"]) if c != record["answer_text"]]
+        choices = list(record["choices"])
+        choices[wrong[0]], choices[wrong[1]] = "bladder pathology", "gallbladder pathology"
+        set_choices(record, choices)
+
+    def pick(record: dict[str, Any]) -> bool:
+        return record["slot"] == "pathology_mc" and record["region"] == "abdomen" and "bladder" not in record["pathology"] \
+            and "gallstone" not in record["pathology"] and "biliary" not in record["pathology"]
+
+    sample = edit(out, TRAIN, pick, offer_pair)
+    code, report = run("validate-distractors", out, tmp_path)
+    assert code == 1 and report["violations"] == {"excluded_pair": 1}, report["violations"]
+    [example] = examples(report, "excluded_pair")
+    assert example["id"] == sample and "gallbladder pathology" in example["detail"]
+    sets = report["stats"]["option_sets"]
+    assert set(sets) >= {"pathology_mc/train", "anatomy_mc/train"}
+    assert sets["pathology_mc/train"]["sets"] > 10 and sets["pathology_mc/train"]["unavoidable_residual"] >= 0
 
 
 def test_closed_no_naming_the_true_pathology(out: Path, tmp_path: Path) -> None:
