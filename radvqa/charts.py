@@ -11,8 +11,8 @@ from typing import Any
 
 from .errors import MissingDependencyError
 from .generate import LETTERS
-from .stats import _CONFIG_RANK, DatasetStats, _split_rank, _task_rank
-from .writers import temporary
+from .stats import _CONFIG_RANK, CHART_NAMES, DatasetStats, _split_rank, _task_rank
+from .writers import temporary, writing
 
 _SPLIT_COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
 _LETTER_COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52")
@@ -36,20 +36,16 @@ def write_charts(stats: DatasetStats, report_dir: Path) -> list[Path]:
     """Draw every chart that has data; return the PNG paths written."""
     plt = _pyplot()
     written = []
-    for name, draw in (
-        ("regions", _regions),
-        ("classes", _classes),
-        ("normal", _normal),
-        ("balance", _balance),
-    ):
+    for name, draw in zip(CHART_NAMES, (_regions, _classes, _normal, _balance)):
         figure = draw(plt, stats)
         if figure is None:
             continue
         path = Path(report_dir) / f"{name}.png"
         tmp = temporary(path)
         try:
-            figure.savefig(tmp, format="png", dpi=_DPI)
-            tmp.replace(path)
+            with writing(path):
+                figure.savefig(tmp, format="png", dpi=_DPI)
+                tmp.replace(path)
         finally:
             plt.close(figure)
             if tmp.exists():

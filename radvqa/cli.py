@@ -333,15 +333,14 @@ def split_command(
     from dataclasses import replace
 
     from .config import benchmark_settings
-    from .split import split_copy, write_splits
+    from .split import check_split_destination, split_copy, write_splits
 
     with _errors():
         settings = _load_config(
             config, seed=seed, benchmark_images=benchmark_images, normal_fraction=normal_fraction,
             benchmark_layout=benchmark_layout,
         )
-        if out.exists() and not overwrite:
-            raise RadVQAError(f"{out}: exists; pass --overwrite to replace it")
+        check_split_destination(out, overwrite)
         tax = load_taxonomy(taxonomy)
         bench = replace(benchmark_settings(settings), stratify=stratify)
         table, splits, report, warnings, rows = split_copy(root, tax, settings.split_ratios, bench)
@@ -359,16 +358,15 @@ def make_sample(
     dest: Annotated[
         Path, typer.Argument(metavar="DEST", help="Folder to create the sample copy in (must not exist or be empty).")
     ],
-    images_per_class: Annotated[int, typer.Option(help="Images per class (about).")] = 10,
+    images_per_class: Annotated[int, typer.Option(help="Images per class (about), at least 1.")] = 10,
     taxonomy: TaxonomyOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a previous sample in DEST.")] = False,
 ) -> None:
     """Write the built-in synthetic RadImageNet-shaped copy (all 150 classes, real quirks)."""
-    from .sample import build_sample
-    from .writers import prepare_output
+    from .sample import make_sample as run_make_sample
 
     with _errors():
-        prepare_output(dest, overwrite=False)
-        build_sample(dest, load_taxonomy(taxonomy), images_per_class=images_per_class)
+        run_make_sample(dest, load_taxonomy(taxonomy), images_per_class=images_per_class, overwrite=overwrite)
         _say(f"wrote a sample RadImageNet copy to {dest}")
 
 
@@ -423,9 +421,11 @@ def evaluate(
 ) -> None:
     """Score a model's predictions on the benchmark: nine columns and more, per region, modality and normal/abnormal."""
     from .evaluate import evaluate as run_evaluate
-    from .writers import write_json
+    from .writers import write_report
 
     with _errors():
+        _check_json(json_out)
+        _check_json(html, "--html")
         if (judge is None) != (judge_model is None):
             raise typer.BadParameter("--judge and --judge-model go together")
         scorer = None
@@ -450,7 +450,7 @@ def evaluate(
         for line in report.lines():
             typer.echo(line)
         if json_out is not None:
-            write_json(json_out, report.to_dict())
+            write_report(json_out, report.to_dict())
         if html is not None:
             from .report_html import write_html
 
@@ -528,14 +528,15 @@ def audit(
 ) -> None:
     """Text-only shortcut audit: exit 1 when a model without the image beats chance by > --max-gain."""
     from .audit import audit_dataset
-    from .writers import write_json
+    from .writers import write_report
 
     with _errors():
+        _check_json(json_out)
         report = audit_dataset(dataset, max_gain=max_gain, max_train=max_train, progress=_progress(quiet))
         for line in report.lines():
             typer.echo(line)
         if json_out is not None:
-            write_json(json_out, report.to_dict())
+            write_report(json_out, report.to_dict())
         if not report.passed:
             raise typer.Exit(1)
 
@@ -626,17 +627,19 @@ def stats(
     """Count records per split, region, modality, pathology and slot; check letter and yes/no balance."""
     from .card import STATS_FOLDER, write_card
     from .dataset_files import load_manifest
+    from .ownership import check_folder_destination
     from .stats import can_draw_charts, compute_stats, tables, to_text, write_report
 
     with _errors():
         manifest = load_manifest(dataset)
+        folder = report if report is not None else dataset / STATS_FOLDER
+        check_folder_destination(folder, "report folder")
         result = compute_stats(dataset, manifest, progress=_progress(quiet))
         for table in tables(result):
             typer.echo(to_text(table))
         charts = can_draw_charts()
         if not charts:
             _say("note: no PNG charts, matplotlib is not installed (pip install 'radvqa[stats]')")
-        folder = report if report is not None else dataset / STATS_FOLDER
         written = write_report(result, folder, manifest, charts=charts)
         if report is None or report.resolve() == (dataset / STATS_FOLDER).resolve():
             write_card(dataset, manifest)  # the card embeds the charts it finds in DATASET/stats
@@ -740,16 +743,24 @@ ShowOpt = Annotated[int, typer.Option("--show", min=0, help="Example findings pr
 
 def _finish_validation(report: object, json_report: Path | None, show: int, quiet: bool) -> None:
     from .validate import Report
-    from .writers import write_json
+    from .writers import write_report
 
     assert isinstance(report, Report)
     if json_report is not None:
-        write_json(json_report, report.to_dict())
+        write_report(json_report, report.to_dict())
     lines = report.lines(per_rule=show)
     for line in lines if not quiet else lines[-2:]:
         typer.echo(line)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _check_json(report: Path | None, flag: str = "--json") -> None:
+    """A report destination is checked before the work, so a bad path never loses the report."""
+    from .ownership import check_file_destination
+
+    if report is not None:
+        check_file_destination(report, flag)
 
 
 @app.command("validate-distractors")
@@ -766,6 +777,7 @@ def validate_distractors_command(
     from .validate import validate_distractors
 
     with _errors(unreadable_exit=2):
+        _check_json(json_report)
         report = validate_distractors(
             dataset, workers=workers, progress=_progress(quiet),
             executor=_executor(executor, workers, scheduler),
@@ -790,6 +802,7 @@ def validate_command(
     from .validate import validate_dataset
 
     with _errors(unreadable_exit=2):
+        _check_json(json_report)
         report = validate_dataset(
             dataset, root=root, workers=workers, progress=_progress(quiet),
             executor=_executor(executor, workers, scheduler),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import ConfigError, did_you_mean
 from .resources import check_keys, default_path, load_yaml
@@ -21,6 +21,7 @@ _BENCHMARK_KEYS = {
     "layout": "benchmark_layout",
 }
 SPLITS = ("train", "val", "test")
+COMMAND_LINE = "command line"
 # per-image: 1,000 images with their nine questions; per-slot: nine disjoint image sets, one slot each
 LAYOUTS = ("per-image", "per-slot")
 
@@ -48,7 +49,7 @@ class Config:
         """A copy with the non-None overrides applied and re-checked."""
         values = {k: v for k, v in overrides.items() if v is not None}
         updated = replace(self, **values)
-        _check(updated, "command line")
+        _check(updated, COMMAND_LINE, frozenset(values))
         return updated
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,41 +96,82 @@ def _from_mapping(data: dict[str, Any], where: str, base: Config | None = None) 
     return config
 
 
-def _check(config: Config, where: str) -> None:
+_FLAGS = {
+    "seed": "--seed",
+    "workers": "--workers",
+    "shard_size": "--shard-size",
+    "benchmark_images": "--benchmark-images",
+    "normal_fraction": "--normal-fraction",
+    "benchmark_layout": "--benchmark-layout",
+}
+_FILE_KEYS = {field: f"benchmark.{key}" for key, field in _BENCHMARK_KEYS.items()} | {
+    "no_pathology_option_rate": "distractors.no_pathology_option_rate"
+}
+
+
+def _check(config: Config, where: str, keys: frozenset[str] | None = None) -> None:
+    """Reject bad values, naming the flag (command line) or the file and key that hold them.
+
+    ``keys`` limits the check to the settings given there (the command line checks only its own).
+    """
+
+    def bad(key: str, problem: str) -> ConfigError:
+        if where == COMMAND_LINE and key in _FLAGS:
+            return ConfigError(f"{_FLAGS[key]} {getattr(config, key)!r}: {problem}")
+        return ConfigError(f"{where}: {_FILE_KEYS.get(key, key)}: {problem}")
+
+    def checked(key: str) -> bool:
+        return keys is None or key in keys
+
     for key in ("seed", "workers", "shard_size"):
         value = getattr(config, key)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{where}: {key} must be an integer, not {value!r}")
-    if not 0 <= config.seed < 2**32:
-        raise ConfigError(f"{where}: seed must be in [0, 2**32)")
-    if config.workers < 1:
-        raise ConfigError(f"{where}: workers must be >= 1")
-    if config.shard_size < 1:
-        raise ConfigError(f"{where}: shard_size must be >= 1")
+        if checked(key) and (not isinstance(value, int) or isinstance(value, bool)):
+            raise bad(key, f"must be an integer, not {value!r}")
+    if checked("seed") and not 0 <= config.seed < 2**32:
+        raise bad("seed", "must be in [0, 2**32)")
+    if checked("workers") and config.workers < 1:
+        raise bad("workers", "must be >= 1")
+    if checked("shard_size") and config.shard_size < 1:
+        raise bad("shard_size", "must be >= 1")
     ratios = config.split_ratios
-    if any(not isinstance(v, (int, float)) or v < 0 for v in ratios.values()):
-        raise ConfigError(f"{where}: split_ratios must be non-negative numbers")
-    if abs(sum(ratios.values()) - 1.0) > 1e-6:
-        raise ConfigError(f"{where}: split_ratios must add up to 1 (they add up to {sum(ratios.values()):g})")
-    if config.benchmark_images is not None and (
-        not isinstance(config.benchmark_images, int) or config.benchmark_images < 1
+    if checked("split_ratios"):
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in ratios.values()):
+            raise bad("split_ratios", "must be non-negative numbers")
+        if abs(sum(ratios.values()) - 1.0) > 1e-6:
+            raise bad("split_ratios", f"must add up to 1 (they add up to {sum(ratios.values()):g})")
+    images = config.benchmark_images
+    if checked("benchmark_images") and images is not None and (
+        not isinstance(images, int) or isinstance(images, bool) or images < 0
     ):
-        raise ConfigError(f"{where}: benchmark images must be a positive integer")
-    for key in ("normal_fraction", "region_cap", "answer_cap"):
+        raise bad("benchmark_images", "must be a whole number >= 0 (0: no benchmark)")
+    for key in ("region_cap", "answer_cap"):
         value = getattr(config, key)
-        if value is not None and (not isinstance(value, (int, float)) or not 0 <= value <= 1):
-            raise ConfigError(f"{where}: benchmark {key} must be a number in [0, 1]")
-    if config.benchmark_layout not in LAYOUTS:
-        raise ConfigError(
-            f"{where}: benchmark layout must be one of {', '.join(LAYOUTS)}, not {config.benchmark_layout!r}"
-            + did_you_mean(str(config.benchmark_layout), LAYOUTS)
-        )
-    rate = config.no_pathology_option_rate
-    if rate != MATCHED:
-        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:
-            raise ConfigError(
-                f"{where}: distractors.no_pathology_option_rate must be 'matched' or a number in [0, 1], not {rate!r}"
+        if checked(key) and (not _number(value) or not 0 < value <= 1):
+            raise bad(key, f"must be a number in (0, 1], not {value!r} (a cap of 0 admits no image)")
+    fraction = config.normal_fraction
+    if (checked("normal_fraction") or checked("answer_cap")) and fraction is not None:
+        if not _number(fraction) or not 0 <= fraction <= config.answer_cap:
+            raise bad(
+                "normal_fraction",
+                f"must be a number in [0, {config.answer_cap:g}]: above the per-answer cap 'normal' "
+                "would be a text-only cue",
             )
+    if checked("benchmark_layout") and config.benchmark_layout not in LAYOUTS:
+        raise bad(
+            "benchmark_layout",
+            f"must be one of {', '.join(LAYOUTS)}, not {config.benchmark_layout!r}"
+            + did_you_mean(str(config.benchmark_layout), LAYOUTS),
+        )
+    if checked("check_images") and not isinstance(config.check_images, bool):
+        raise bad("check_images", f"must be true or false, not {config.check_images!r}")
+    rate = config.no_pathology_option_rate
+    if checked("no_pathology_option_rate") and rate != MATCHED:
+        if not _number(rate) or not 0 <= rate <= 1:
+            raise bad("no_pathology_option_rate", f"must be 'matched' or a number in [0, 1], not {rate!r}")
+
+
+def _number(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def benchmark_settings(config: Config) -> Any:

@@ -8,42 +8,43 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from . import __version__
-from .card import write_card
+from .card import STATS_FOLDER, write_card
 from .stats import DatasetStats, compute_stats
 from .config import Config, benchmark_settings
-from .errors import OutputError
+from .errors import OutputError, SplitError
 from .executors import Executor, ExecutorSpec, Job, remove_temporaries
 from .generate import INSTRUCT_SLOTS, Plan, Slice, build_plan, render
 from .progress import NullProgress, ProgressBar
-from .sample import build_sample
-from .errors import SplitError
-from .source import SourceReport, file_sizes, locate, read_source
-from .split import BENCHMARK, balanced_letters, benchmark_slots, read_splits, select_benchmark
+from .sample import build_sample, sample_files
+from .source import SourceReport, locate, read_source, require_images
+from .split import (
+    BENCHMARK,
+    TEST_POOL,
+    balanced_letters,
+    benchmark_slots,
+    check_benchmark,
+    read_splits,
+    select_benchmark,
+)
 from .taxonomy import Taxonomy
 from .templates import TemplateSet
-from .writers import (
-    OWNED,
-    RUN_FILE,
-    ShardInfo,
-    prepare_output,
-    read_shard_info,
-    shard_count,
-    shard_name,
-    write_json,
-    write_shard,
-)
+from .ownership import check_output, claim_output, read_record, safe_relative
+from .writers import RUN_FILE, ShardInfo, read_shard_info, shard_count, shard_name, write_json, write_shard
 
 CONFIGS = {"alignment": 1, "instruct": len(INSTRUCT_SLOTS), "benchmark": len(INSTRUCT_SLOTS)}  # records per image
 TRAINING_SPLITS = ("train", "val")
 SAMPLE_FOLDER = "radimagenet-sample"
+CARD, MANIFEST = "README.md", "manifest.json"
 _CHUNK = 4096  # lines per write
 
 
@@ -279,6 +280,7 @@ def choose_benchmark(
         rows, report = select_benchmark(table, taxonomy, benchmark_settings(config), locate(root).root)
         return table, rows, report.to_dict()
     saved, report_dict = read_splits(splits_file)
+    _check_coverage(table, saved, splits_file)
     splits = table["image_id"].map(saved)
     unknown = splits.isna()
     table = table[~unknown].copy()
@@ -303,6 +305,23 @@ def choose_benchmark(
         warnings.append(f"{missing} images of {splits_file} are not in the copy")
     summary["warnings"] = warnings
     return table.reset_index(drop=True), rows, summary
+
+
+SPLITS_TOLERANCE = 0.01  # share of the copy a split file may miss (or name beyond it) before it is refused
+
+
+def _check_coverage(table: pd.DataFrame, saved: dict[str, str], splits_file: Path) -> None:
+    """Refuse a split file made for another copy: it must cover the copy, up to a small tolerance."""
+    ids = set(table["image_id"].tolist())
+    uncovered = len(ids) - len(ids & saved.keys())
+    extra = len(saved.keys() - ids)
+    allowed = int(SPLITS_TOLERANCE * len(ids))
+    if uncovered > allowed or extra > allowed:
+        raise SplitError(
+            f"{splits_file}: {uncovered} of the copy's {len(ids)} usable images are not in it and it names {extra} "
+            f"images the copy lacks (at most {allowed}, {SPLITS_TOLERANCE:.0%}, allowed); was it made for another "
+            "copy? run `radvqa split` on this one"
+        )
 
 
 def benchmark_draws(count: int, seed: int, slots: np.ndarray | None) -> dict[str, np.ndarray | None]:
@@ -343,20 +362,29 @@ def generate_dataset(
     spec.check()
     if resume and overwrite:
         raise OutputError("--resume and --overwrite: give one (continue the earlier run, or replace it)")
+    # Reading the --sample copy inside OUT: a rerun keeps it (generate_sample_dataset replaced it).
+    owned = partial(dataset_files, sample=Path(root).resolve() != (out / SAMPLE_FOLDER).resolve())
     if resume:
         check_resumable(out, None)
     else:
-        prepare_output(out, overwrite, check_only=True)
-    table, report = read_source(root, taxonomy, config.split_ratios)
+        check_output(out, overwrite, owned)
+    if splits_file is not None and not Path(splits_file).is_file():
+        raise SplitError(f"--splits {splits_file}: not found (write it with `radvqa split`)")
+    table, report = read_source(root, taxonomy, config.split_ratios, with_sizes=True)
     benchmark: dict[str, Any] = {}
+    require_images(table, report)
     if splits_file is not None:
         table, saved_rows, benchmark = choose_benchmark(table, taxonomy, config, Path(root), splits_file)
+        check_benchmark(table, saved_rows, taxonomy, config.benchmark_images)
+        report.images = len(table)  # the images used: those the split file assigns
+        report.per_split = {s: int((table["split"] == s).sum()) for s in (*TRAINING_SPLITS, BENCHMARK, TEST_POOL)}
+    elif not (table["split"] == "test").any():  # an empty test pool: refused before any work
+        check_benchmark(table, np.zeros(0, dtype=np.int64), taxonomy, config.benchmark_images)
     settings = run_settings(root, config, taxonomy, templates, table, splits_file)
     if resume:
         check_resumable(out, settings)
     else:
-        prepare_output(out, overwrite)
-        write_json(out / RUN_FILE, settings)
+        claim_output(out, overwrite, owned)
     plans: dict[str, Plan] = {}
     tasks: list[ShardTask] = []
     records: dict[str, dict[str, int]] = {c: {} for c in CONFIGS}
@@ -374,8 +402,8 @@ def generate_dataset(
     def benchmark_tasks() -> tuple[list[ShardTask], Plan]:
         """Select the benchmark (unless a split file did) and plan its one shard."""
         if splits_file is None:
-            sized = table.assign(size=file_sizes(table, locate(root).root))
-            _, chosen, selection = choose_benchmark(sized, taxonomy, config, Path(root), None)
+            _, chosen, selection = choose_benchmark(table, taxonomy, config, Path(root), None)
+            check_benchmark(table, chosen, taxonomy, config.benchmark_images)
             benchmark.update(selection)
         else:
             chosen = saved_rows
@@ -388,6 +416,10 @@ def generate_dataset(
         records["benchmark"]["test"] = len(images) * (CONFIGS["benchmark"] if images.slot_of is None else 1)
         return shard_tasks("benchmark", "test", images, max(1, records["benchmark"]["test"]), out), plan
 
+    planned = [t.path.relative_to(out).as_posix() for t in tasks]
+    planned.append(f"benchmark/{shard_name('test', 0, 1)}")
+    if not resume:  # the run's settings (for --resume) and what it will write (for --overwrite)
+        write_json(out / RUN_FILE, settings | {"files": planned + [CARD, MANIFEST]})
     # The bar counts train and val records; the benchmark adds about 0.1%.
     bar = progress(sum(t.count for t in tasks), "generate") if progress else NullProgress()
     folders = [out / name for name in CONFIGS]
@@ -402,7 +434,7 @@ def generate_dataset(
     )
     manifest = build_manifest(root, config, taxonomy, templates, result)
     write_card(out, manifest, card_stats(out, manifest, table, taxonomy))
-    write_json(out / "manifest.json", manifest)
+    write_json(out / MANIFEST, manifest)
     (out / RUN_FILE).unlink(missing_ok=True)
     result.seconds = time.perf_counter() - started
     return result
@@ -432,12 +464,42 @@ def generate_sample_dataset(
     executor: ExecutorSpec | None = None,
 ) -> GenerateResult:
     """Build the synthetic sample copy inside ``out`` and generate a dataset from it."""
-    prepare_output(Path(out), overwrite, owned=OWNED + (SAMPLE_FOLDER,))
+    claim_output(Path(out), overwrite, dataset_files)
     root = Path(out) / SAMPLE_FOLDER
     build_sample(root, taxonomy)
     return generate_dataset(
         root, out, config, taxonomy, templates, overwrite=True, progress=progress, executor=executor
     )
+
+
+def dataset_files(out: Path, sample: bool = True) -> list[str] | None:
+    """What earlier generate runs wrote in ``out`` (None when no radvqa record is there).
+
+    The manifest's shards, the manifest, the card and radvqa's stats report; the planned files
+    of a run that did not finish; the files of a ``--sample`` copy.
+    """
+    from .stats import REPORT_FILES
+
+    files: list[str] = []
+    found = False
+    try:
+        manifest = orjson.loads((out / MANIFEST).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        manifest = None
+    if isinstance(manifest, dict) and manifest.get("format") == "radvqa-dataset":
+        found = True
+        files += [str(s.get("path", "")) for s in manifest.get("shards", []) if isinstance(s, dict)]
+    if (out / RUN_FILE).is_file():  # an unfinished run: its planned files
+        found = True
+        files += (read_record(out / RUN_FILE) or []) + [RUN_FILE]
+    copy = sample_files(out / SAMPLE_FOLDER)
+    if copy is not None:
+        found = True
+        files += [f"{SAMPLE_FOLDER}/{name}" for name in copy] if sample else []
+    if not found:
+        return None
+    files += [CARD, MANIFEST] + [f"{STATS_FOLDER}/{name}" for name in REPORT_FILES]
+    return safe_relative(dict.fromkeys(files))
 
 
 def build_manifest(

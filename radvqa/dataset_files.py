@@ -106,3 +106,27 @@ def iter_records(files: tuple[Path, ...] | list[Path]) -> Iterator[dict[str, Any
     """Records of the shards in order, one dict per line."""
     for record, _ in iter_rows(files):
         yield record
+
+
+def check_digests(out: Path, manifest: dict[str, Any], parts: list[Part]) -> None:
+    """Raise DatasetError naming the first shard of ``parts`` whose sha256 differs from the manifest.
+
+    Read before an export writes anything, so a corrupt shard never leaves a half-done export.
+    """
+    import hashlib
+
+    listed = {str(s.get("path")): s.get("sha256") for s in manifest.get("shards", []) if isinstance(s, dict)}
+    for part in parts:
+        for path in part.files:
+            expected = listed.get(path.relative_to(out).as_posix())
+            if expected is None:
+                continue  # a shard the manifest predates (an old benchmark): counts are still checked
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+            if digest.hexdigest() != expected:
+                raise DatasetError(
+                    f"{path}: sha256 differs from {Path(out) / 'manifest.json'}; the shard changed after "
+                    "generate (regenerate the dataset)"
+                )

@@ -39,16 +39,18 @@ from typing import Any
 
 import orjson
 
-from .dataset_files import Part, Where, at, dataset_parts, iter_rows, load_manifest
+from .dataset_files import Part, Where, at, check_digests, dataset_parts, iter_rows, load_manifest
 from .errors import ConfigError, DatasetError, MissingDependencyError, OutputError, SourceError, did_you_mean
 from .generate import LETTERS
 from .progress import NullProgress, ProgressBar
-from .writers import prepare_output, temporary, write_bytes_atomic, write_json
+from .ownership import check_output, claim_output, read_record, undo_on_failure
+from .writers import temporary, write_bytes_atomic, write_json
 
 FORMATS = ("llava", "sharegpt", "hf-parquet", "vlmevalkit", "llava-eval", "lmms-eval")
 BENCHMARK_ONLY = ("vlmevalkit", "llava-eval", "lmms-eval")  # evaluation formats: the benchmark config alone
 PATH_FORMATS = ("llava", "sharegpt", "llava-eval")  # formats that write image paths (absolute or --relative)
 GROUPS = ("question", "image")
+EXPORT_RECORD = "radvqa-export.json"  # the files an export wrote (what --overwrite removes)
 MCQ_TSV = "radvqa_mcq.tsv"
 OPEN_TSV = "radvqa_open.tsv"
 LLAVA_EVAL_FILE = "radvqa_questions.jsonl"
@@ -662,19 +664,10 @@ def _write_lmms_task(dest: Path) -> list[Path]:
 # ---------------------------------------------------------------- entry point
 
 
-def _owned(fmt: str, parts: list[Part], relative: bool) -> tuple[str, ...]:
-    """The names an export writes in DEST (and may remove with --overwrite)."""
-    if fmt == "llava":
-        return tuple(f"{p.config}_{p.split}.json" for p in parts)
-    if fmt == "sharegpt":
-        extra = (LLAMAFACTORY_ARGS,) if relative else ()
-        return (*(f"{p.config}_{p.split}.jsonl" for p in parts), "dataset_info.json", *extra)
-    if fmt in ("hf-parquet", "lmms-eval"):
-        task = (f"{LMMS_TASK}.yaml", "utils.py") if fmt == "lmms-eval" else ()
-        return (*sorted({p.config for p in parts}), "README.md", "manifest.json", *task)
-    if fmt == "llava-eval":
-        return (LLAVA_EVAL_FILE,)
-    return (MCQ_TSV, OPEN_TSV)
+def export_files(dest: Path) -> list[str] | None:
+    """The files a previous export wrote in ``dest`` (from its record), None when none is there."""
+    files = read_record(Path(dest) / EXPORT_RECORD)
+    return None if files is None else files + [EXPORT_RECORD]
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
@@ -753,8 +746,32 @@ def export_dataset(
     absolute = Path(root).resolve()
     if fmt in ("hf-parquet", "lmms-eval"):
         _pyarrow()
-    prepare_output(dest, overwrite, owned=_owned(fmt, parts, relative))
+    check_output(dest, overwrite, export_files, "export folder")
+    check_digests(out, manifest, parts)
+    claim_output(dest, overwrite, export_files, "export folder")
     result = ExportResult(dest=dest, format=fmt)
+    with undo_on_failure(dest):  # nothing half-done: a failed export leaves none of its files
+        _export(out, dest, fmt, group, parts, manifest, shard_rows, progress, result, absolute, relative, embed)
+        files = [f.relative_to(dest).as_posix() for f in result.files]
+        write_json(dest / EXPORT_RECORD, {"format": f"radvqa-export-{fmt}", "files": files})
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _export(
+    out: Path,
+    dest: Path,
+    fmt: str,
+    group: str,
+    parts: list[Part],
+    manifest: dict[str, Any],
+    shard_rows: int | None,
+    progress: Callable[[int, str], ProgressBar] | None,
+    result: ExportResult,
+    absolute: Path,
+    relative: bool,
+    embed: bool,
+) -> None:
     bar = progress(sum(_count_rows(p) for p in parts), f"export {fmt}") if progress else NullProgress()
     paths = None if relative else absolute
     with bar:
@@ -781,8 +798,6 @@ def export_dataset(
             result.files.append(_export_llava_eval(parts[0], dest, paths, bar, result))
         else:
             result.files += _export_vlmevalkit(parts, dest, ImageReader(absolute), bar, result)
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def _write_parquet_card(out: Path, dest: Path, manifest: dict[str, Any], parts: list[Part], embedded: bool) -> None:

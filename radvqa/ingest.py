@@ -50,11 +50,12 @@ from .ingest_tasks import (
 from .progress import NullProgress, ProgressBar
 from .source import CSV_NAMES, SPLITS, TOP_FOLDER, hash_split
 from .taxonomy import ImageClass, Taxonomy
-from .writers import prepare_output, write_bytes_atomic, write_json
+from .ownership import check_output, claim_output
+from .writers import write_bytes_atomic, write_json
 
 STATE_DIR = ".radvqa-ingest"
 STAGING = "staging"
-OWNED = (TOP_FOLDER, *CSV_NAMES.values(), STATE_DIR)
+MIN_SALT = 8  # characters: a shorter secret can be guessed, and with it every name's series UID
 KEY_COLUMNS = ("series_uid", "study_uid", "path")
 LABEL_COLUMNS = ("modality", "anatomy", "pathology")
 OPTIONAL_COLUMNS = ("window",)
@@ -121,6 +122,10 @@ class IngestOptions:
         """Reject impossible values with one-line errors."""
         if not self.salt:
             raise ConfigError("--salt: give a secret salt (names and the split are keyed hashes of it)")
+        if len(self.salt) < MIN_SALT:
+            raise ConfigError(
+                f"--salt: {len(self.salt)} characters is too short to keep names secret; use at least {MIN_SALT}"
+            )
         if not 8 <= self.size <= 4096:
             raise ConfigError(f"--size: {self.size} is outside 8..4096")
         if self.window not in WINDOW_MODES:
@@ -699,14 +704,31 @@ def _state_path(root: Path) -> Path:
     return root / STATE_DIR / "state.json"
 
 
+def ingest_files(root: Path) -> list[str] | None:
+    """What an earlier ingest wrote in ``root``: the PNGs its CSVs list, the CSVs, its state folder.
+
+    None when ``root`` holds no ingest state file (not written by ingest-dicom).
+    """
+    if not _state_path(root).is_file():
+        return None
+    files = [f"{STATE_DIR}/{Path(d, n).relative_to(root / STATE_DIR).as_posix()}"
+             for d, _, names in os.walk(root / STATE_DIR) for n in names]
+    for name in CSV_NAMES.values():
+        if (root / name).is_file():
+            files.append(name)
+            lines = (root / name).read_text(encoding="utf-8", errors="replace").splitlines()[1:]
+            files += [line.rsplit(",", 1)[0] for line in lines if line]
+    return files
+
+
 def _resumable(root: Path, print_: str, overwrite: bool) -> bool:
     """True to resume a previous run in ``root``; raises when ``root`` cannot be used."""
     if overwrite or not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        prepare_output(root, overwrite, owned=OWNED, check_only=True)
+        check_output(root, overwrite, ingest_files, "ingest folder")
         return False
     state = _state_path(root)
     if not state.is_file():
-        prepare_output(root, overwrite, owned=OWNED, check_only=True)  # raises: not empty
+        check_output(root, overwrite, ingest_files, "ingest folder")  # raises: not radvqa's
         return False
     try:
         previous = orjson.loads(state.read_bytes()).get("fingerprint")
@@ -839,7 +861,8 @@ def ingest_dicom(
             series = scan(input_dir, files, report, bar, pool, options.include_derived)
         plan = plan_ingest(series, labels, windows, options, report)
         if not resumed:
-            prepare_output(root, options.overwrite, owned=OWNED)
+            claim_output(root, options.overwrite, ingest_files, "ingest folder")
+        stage = root / STATE_DIR / STAGING
         stage.mkdir(parents=True, exist_ok=True)
         _clear_temporaries(stage)
         write_json(_state_path(root), {"format_version": FORMAT_VERSION, "fingerprint": print_, "complete": False})

@@ -7,6 +7,7 @@ distinct content (so duplicate detection sees a realistic copy), except the plan
 from __future__ import annotations
 
 import io
+import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,9 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import ConfigError
+from .ownership import read_record
 from .source import CSV_NAMES, TOP_FOLDER
+from .writers import write_json
 from .taxonomy import Taxonomy
 
+SAMPLE_RECORD = "radvqa-sample.json"
 ULTRASOUND_CLASSES = ("usabd/kidney", "usthyroid/thyroid_nodule")
 
 
@@ -141,7 +146,37 @@ def _plant_quirks(
 
 
 def build_sample(dest: Path, taxonomy: Taxonomy, images_per_class: int = 10, seed: int = 0) -> Quirks | None:
-    """The built-in sample: every class with ``images_per_class`` images (+-2, seeded), all quirks."""
+    """The built-in sample: every class with ``images_per_class`` images (+-2, seeded), all quirks.
+
+    ``dest/radvqa-sample.json`` records the files written, so ``make-sample --overwrite``
+    (and ``generate --sample --overwrite``) remove exactly those.
+    """
+    if images_per_class < 1:
+        raise ConfigError(f"--images-per-class must be at least 1, not {images_per_class}")
+    dest = Path(dest)
     rng = random.Random(seed)
     counts = {c.index: max(3, images_per_class + rng.randint(-2, 2)) for c in taxonomy.classes}
-    return write_copy(Path(dest), taxonomy, counts)
+    planted = write_copy(dest, taxonomy, counts)
+    files = [
+        Path(folder, name).relative_to(dest).as_posix()
+        for folder, _, names in os.walk(dest / TOP_FOLDER)
+        for name in names
+    ]
+    write_json(dest / SAMPLE_RECORD, {"format": "radvqa-sample", "files": sorted(files) + list(CSV_NAMES.values())})
+    return planted
+
+
+def sample_files(dest: Path) -> list[str] | None:
+    """The files a previous ``build_sample`` wrote in ``dest`` (with its record), None if none."""
+    files = read_record(Path(dest) / SAMPLE_RECORD)
+    return None if files is None else files + [SAMPLE_RECORD]
+
+
+def make_sample(dest: Path, taxonomy: Taxonomy, images_per_class: int = 10, overwrite: bool = False) -> None:
+    """``radvqa make-sample``: build the sample in ``dest``, replacing only a previous sample there."""
+    from .ownership import claim_output
+
+    if images_per_class < 1:
+        raise ConfigError(f"--images-per-class must be at least 1, not {images_per_class}")
+    claim_output(Path(dest), overwrite, sample_files, "sample folder")
+    build_sample(Path(dest), taxonomy, images_per_class=images_per_class)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
+from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from itertools import compress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,9 +125,39 @@ def locate(root: Path | str) -> Layout:
     return Layout(root=root, data_dir=data_dir, prefix=prefix, csvs=csvs)
 
 
-def walk_images(data_dir: Path) -> list[str]:
-    """Canonical id of every image file under CT/, MR/ and US/ (a listing, no stat)."""
-    found: list[str] = []
+# The first bytes of each image format the walk accepts (PNG: RFC 2083 section 3.1).
+SIGNATURES = {
+    ".png": (b"\x89PNG\r\n\x1a\n",),
+    ".jpg": (b"\xff\xd8\xff",),
+    ".jpeg": (b"\xff\xd8\xff",),
+    ".tif": (b"II*\x00", b"MM\x00*"),
+    ".tiff": (b"II*\x00", b"MM\x00*"),
+    ".bmp": (b"BM",),
+}
+_ADVISE = hasattr(os, "posix_fadvise")
+_READERS = 8  # threads reading signatures: a cold copy is bound by disk latency
+NOT_AN_IMAGE = "not an image file (empty, wrong signature or not a regular file)"
+DANGLING = "dangling link"
+FOLDER_LINK = "folder link not followed (a loop would list the copy again)"
+BAD_NAME = "name is not valid UTF-8 (shown escaped)"
+
+
+def printable(name: str) -> str:
+    """A name read from disk as printable text: undecodable bytes become \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def walk_images(data_dir: Path, report: SourceReport | None = None) -> tuple[dict[str, int], set[str]]:
+    """Canonical id -> size in bytes of every usable image file under CT/, MR/ and US/, and the ids skipped.
+
+    Safe on hostile copies: folder links are never followed (a loop cannot multiply the
+    listing), and dangling links, names that are not UTF-8 and files that are not images
+    (empty, wrong signature, not a regular file) are skipped and counted in ``report``.
+    Cheap: the listing gives each entry's type; then one open, fstat and 8-byte read per
+    image, folders checked by a few threads (the reads wait on the disk, not the GIL).
+    """
+    problems: dict[str, list[str]] = {NOT_AN_IMAGE: [], DANGLING: [], FOLDER_LINK: [], BAD_NAME: []}
+    folders: list[tuple[str, str, list[tuple[str, bool]]]] = []  # (path, id prefix, [(image name, is a link)])
     for modality in ("CT", "MR", "US"):
         top = data_dir / modality
         if not top.is_dir():
@@ -132,36 +165,79 @@ def walk_images(data_dir: Path) -> list[str]:
         stack = [(str(top), modality)]
         while stack:
             path, rel = stack.pop()
-            for name in os.listdir(path):
-                if name[0] == ".":
-                    continue
-                if name[name.rfind(".") :].lower() in IMAGE_SUFFIXES:
-                    found.append(f"{rel}/{name}")
-                elif os.path.isdir(os.path.join(path, name)):
-                    stack.append((os.path.join(path, name), f"{rel}/{name}"))
-    return found
+            images: list[tuple[str, bool]] = []
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name[0] == ".":
+                        continue
+                    if not name.isascii() and not _utf8(name):
+                        problems[BAD_NAME].append(printable(f"{rel}/{name}"))
+                    elif name[name.rfind(".") :].lower() in IMAGE_SUFFIXES:
+                        if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                            images.append((name, not entry.is_file(follow_symlinks=False)))
+                        else:
+                            problems[NOT_AN_IMAGE].append(f"{rel}/{name}")  # a folder, fifo or socket
+                    elif entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, f"{rel}/{name}"))
+                    elif entry.is_symlink() and os.path.isdir(entry.path):
+                        problems[FOLDER_LINK].append(f"{rel}/{name}")
+            if images:
+                folders.append((path, rel, images))
+    found: dict[str, int] = {}
+    with ThreadPoolExecutor(_READERS) as pool:
+        for (_, rel, images), sizes in zip(folders, pool.map(_image_sizes, folders)):
+            for (name, _), size in zip(images, sizes):
+                if size > 0:
+                    found[f"{rel}/{name}"] = size
+                else:
+                    problems[DANGLING if size < 0 else NOT_AN_IMAGE].append(f"{rel}/{name}")
+    if report is not None:
+        for reason, items in problems.items():
+            report.skip(reason, sorted(items))
+    return found, {item for items in problems.values() for item in items}
 
 
-def file_sizes(table: pd.DataFrame, root: Path) -> np.ndarray:
-    """Size in bytes of every image of a table (``image`` relative to ``root``).
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
-    One stat per file, relative to an open folder (cheaper than full paths; threads were
-    measured slower).
-    """
-    images = table["image"].tolist()
-    folders: dict[str, list[str]] = {}
-    for image in images:
-        folder, _, name = image.rpartition("/")
-        folders.setdefault(folder, []).append(name)
-    sizes: dict[str, int] = {}
-    for folder, names in folders.items():
-        descriptor = os.open(os.path.join(root, folder), os.O_RDONLY)
+
+def _image_sizes(folder: tuple[str, str, list[tuple[str, bool]]]) -> list[int]:
+    """Per image of a folder: its size when it starts with its format's signature, 0 if not, -1 if dangling."""
+    path, _, images = folder
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return [_image_size(name, descriptor, link) for name, link in images]
+    finally:
+        os.close(descriptor)
+
+
+def _image_size(name: str, folder: int, link: bool) -> int:
+    if link:
         try:
-            for name in names:
-                sizes[f"{folder}/{name}"] = os.stat(name, dir_fd=descriptor).st_size
-        finally:
-            os.close(descriptor)
-    return np.fromiter((sizes[image] for image in images), dtype=np.int64, count=len(images))
+            target = os.stat(name, dir_fd=folder)
+        except OSError:
+            return -1
+        if not stat.S_ISREG(target.st_mode):
+            return 0
+    try:
+        handle = os.open(name, os.O_RDONLY | os.O_NONBLOCK, dir_fd=folder)
+    except OSError:
+        return 0
+    try:
+        if _ADVISE:  # no readahead: it would read (and cache) whole files to check 8 bytes
+            os.posix_fadvise(handle, 0, 0, os.POSIX_FADV_RANDOM)
+        size = os.fstat(handle).st_size
+        head = os.read(handle, 8)
+    except OSError:
+        return 0
+    finally:
+        os.close(handle)
+    return size if head.startswith(SIGNATURES[name[name.rfind(".") :].lower()]) else 0
 
 
 def path_hash(ids: list[str] | pd.Series) -> np.ndarray:
@@ -200,10 +276,11 @@ def read_source(
     """
     layout = locate(root)
     report = SourceReport(root=str(layout.root), data_dir=str(layout.data_dir))
-    on_disk = set(walk_images(layout.data_dir))
+    sizes, rejected = walk_images(layout.data_dir, report)
+    on_disk = sizes.keys()
     report.files_on_disk = len(on_disk)
     if layout.csvs:
-        ids, splits, labels = _from_csvs(layout, on_disk, report)
+        ids, splits, labels = _from_csvs(layout, on_disk, rejected, report)
     else:
         report.split_source = "a hash of each path (no RadiologyAI_*.csv found)"
         ids = sorted(on_disk)
@@ -229,7 +306,7 @@ def read_source(
         table[column] = pd.Categorical.from_codes(lookup[codes], categories=categories)
     table["key"] = path_hash(ids)
     if with_sizes:
-        table["size"] = file_sizes(table, layout.root)
+        table["size"] = np.fromiter((sizes[i] for i in ids), dtype=np.int64, count=len(ids))
     if table["key"].duplicated().any():
         raise SourceError(f"{layout.root}: two image ids share a 64-bit hash; please report this")
     report.images = len(table)
@@ -237,8 +314,15 @@ def read_source(
     return table, report
 
 
+def require_images(table: pd.DataFrame, report: SourceReport) -> None:
+    """Refuse a copy without one usable CT/MRI image (an ultrasound-only or empty copy gives no record)."""
+    if len(table) == 0:
+        skipped = "; ".join(f"{n} {reason}" for reason, n in report.skipped.items()) or "no image files found"
+        raise SourceError(f"{report.data_dir}: no usable CT/MRI image ({skipped})")
+
+
 def _from_csvs(
-    layout: Layout, on_disk: set[str], report: SourceReport
+    layout: Layout, on_disk: Collection[str], rejected: set[str], report: SourceReport
 ) -> tuple[list[str], list[str], list[str]]:
     missing_csvs = [CSV_NAMES[s] for s in SPLITS if s not in layout.csvs]
     report.split_source = ", ".join(str(p) for p in layout.csvs.values())
@@ -273,7 +357,7 @@ def _from_csvs(
     duplicated = [c for c, p, f in zip(candidates, parsed, first) if p and not f and c is not None]
     seen = set(compress(candidates, parsed))
     present = [f and c in on_disk for c, f in zip(candidates, first)]
-    missing = [c for c, f, p in zip(candidates, first, present) if f and not p and c is not None]
+    missing = [c for c, f, p in zip(candidates, first, present) if f and not p and c is not None and c not in rejected]
     ids = [c for c, p in zip(candidates, present) if p and c is not None]
     report.skip("CSV path without a CT/, MR/ or US/ folder", unparsed)
     report.skip("listed more than once in the CSVs (first kept)", duplicated)

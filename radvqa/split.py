@@ -32,7 +32,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from . import streams
-from .errors import SplitError
+from .errors import OutputError, SplitError
 from .taxonomy import Taxonomy
 
 BENCHMARK, TEST_POOL = "benchmark", "test_pool"
@@ -90,11 +90,17 @@ class SplitReport:
     examples: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def usable(self) -> int:
+        """Test-pool images left once the excluded candidates are set aside (the count warnings use)."""
+        return self.test_pool - self.duplicates_excluded - self.blank_excluded - self.unreadable_excluded
+
     def lines(self) -> list[str]:
         """Human-readable report."""
         sets = f" in 9 disjoint slot sets of {self.set_size}" if self.layout == "per-slot" else ""
         return [
-            f"benchmark: {self.images} images{sets} (asked {self.requested}) from a test pool of {self.test_pool}",
+            f"benchmark: {self.images} images{sets} (asked {self.requested}) from a test pool of {self.test_pool} "
+            f"({self.usable} usable)",
             f"strata covered: {self.strata_covered} of {self.strata_in_pool} in the test pool",
             "per region: " + ", ".join(f"{k} {v}" for k, v in self.per_region.items()),
             "per modality: " + ", ".join(f"{k} {v}" for k, v in self.per_modality.items()),
@@ -338,6 +344,8 @@ def select_benchmark(
         )
     test_rows = np.flatnonzero(table["split"].to_numpy() == "test")
     report.test_pool = len(test_rows)
+    if settings.images == 0:  # asked for no benchmark: every test image stays in the pool
+        return np.zeros(0, dtype=np.int64), report
     classes = table["class_index"].to_numpy()
     order = np.argsort(streams.image_keys(table["key"].to_numpy()[test_rows], settings.seed, _PURPOSE), kind="stable")
     ranked = test_rows[order]
@@ -500,7 +508,10 @@ def write_splits(
     The per-slot layout adds a ``slot`` column: the one question each benchmark image is asked.
     """
     from .generate import INSTRUCT_SLOTS
-    from .writers import write_bytes_atomic, write_json
+    from .writers import write_bytes_atomic, write_json, writing
+
+    with writing(Path(path)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
 
     columns: dict[str, Any] = {
         "image_id": table["image_id"],
@@ -517,6 +528,37 @@ def write_splits(
     frame = pd.DataFrame(columns)
     write_bytes_atomic(Path(path), frame.to_csv(index=False).encode())
     write_json(report_path(path), report.to_dict())
+
+
+def check_split_destination(path: Path, overwrite: bool) -> None:
+    """Before any work: ``path`` and its report can be written, and replace only radvqa's own files."""
+    from .ownership import check_file_destination
+
+    if Path(path).suffix.lower() == ".json":
+        raise OutputError(f"--output {path}: the split file is a CSV (its report is written beside it as .json)")
+    for target, ours in ((Path(path), _is_split_table), (report_path(path), _is_split_report)):
+        check_file_destination(target, "--output")
+        if not target.exists():
+            continue
+        if not ours(target):
+            raise OutputError(f"--output {target}: exists and was not written by `radvqa split`; choose another name")
+        if not overwrite:
+            raise OutputError(f"{target}: exists; pass --overwrite to replace it")
+
+
+def _is_split_table(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.readline().startswith(b"image_id,image,split,")
+
+
+def _is_split_report(path: Path) -> bool:
+    import orjson
+
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and "rule" in data and "strata_covered" in data
 
 
 def report_path(path: Path) -> Path:
@@ -563,3 +605,26 @@ def split_copy(
     table, source_report = read_source(root, taxonomy, split_ratios, with_sizes=True)
     rows, report = select_benchmark(table, taxonomy, settings, locate(root).root)
     return table, assign_splits(table, rows), report, source_report.warnings, rows
+
+
+POOL_SPLITS = ("test", BENCHMARK, TEST_POOL)
+
+
+def check_benchmark(table: pd.DataFrame, rows: np.ndarray, taxonomy: Taxonomy, requested: int | None) -> None:
+    """Refuse a degenerate benchmark: empty, or missing a region the test pool has (unless 0 were asked for)."""
+    if requested == 0:
+        return
+    pool = table["class_index"].to_numpy()[np.isin(table["split"].to_numpy(), POOL_SPLITS)]
+    if len(rows) == 0:
+        raise SplitError(
+            f"the benchmark is empty: the test pool has {len(pool)} usable images",
+            hint="add test images (RadiologyAI_test.csv), or pass --benchmark-images 0 for no benchmark",
+        )
+    names = [c.region_name for c in taxonomy.classes]
+    chosen = {names[i] for i in table["class_index"].to_numpy()[rows]}
+    lacking = sorted({names[i] for i in pool} - chosen)
+    if lacking:
+        raise SplitError(
+            f"the benchmark has no image of {len(lacking)} region(s) the test pool has ({', '.join(lacking)}): "
+            "their candidates are unreadable, blank or duplicated; repair or remove those files"
+        )

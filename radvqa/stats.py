@@ -18,11 +18,14 @@ from .dataset_files import SPLIT_ORDER, at, dataset_parts, iter_rows, load_manif
 from .errors import DatasetError
 from .generate import INSTRUCT_SLOTS, LETTERS, SLOT_TYPE
 from .progress import NullProgress, ProgressBar
-from .writers import write_bytes_atomic
+from .writers import write_bytes_atomic, writing
 
 IMAGE_SLOTS = frozenset({"caption", INSTRUCT_SLOTS[0]})  # one record per image in every config
 TASKS = ("anatomy", "abnormality", "pathology")
 REPORT_NAME = "stats.md"
+CHART_NAMES = ("regions", "classes", "normal", "balance")
+# What `stats` writes in its report folder (and what generate --overwrite may remove there).
+REPORT_FILES = (REPORT_NAME, *(f"{name}.png" for name in CHART_NAMES))
 _PROGRESS_EVERY = 8192
 
 
@@ -362,7 +365,8 @@ def write_report(
 ) -> StatsReport:
     """Write ``stats.md`` (and, with ``charts``, the PNG charts) into ``report_dir`` (created if needed)."""
     report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    with writing(report_dir):
+        report_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if charts:
         from .charts import write_charts

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,7 @@ import orjson
 
 from .errors import OutputError
 
-# What `generate` owns inside an output folder; only these are removed by --overwrite.
-OWNED = ("alignment", "instruct", "benchmark", "manifest.json", "README.md", "stats", ".radvqa-run.json")
-RUN_FILE = ".radvqa-run.json"  # a generate run's settings while it is unfinished (for --resume)
+RUN_FILE = ".radvqa-run.json"  # a generate run's settings and planned files while unfinished (--resume)
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,15 @@ def shard_count(records: int, shard_size: int) -> int:
     return max(1, -(-records // shard_size))
 
 
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an operating-system refusal to write ``path`` into one OutputError line."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write ({error.strerror or error})") from None
+
+
 def temporary(path: Path) -> Path:
     """The temporary sibling a file is written to before it is renamed."""
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -58,13 +65,14 @@ def write_shard(path: Path, chunks: Iterable[tuple[bytes, int]], relative_to: Pa
     records = size = 0
     tmp = temporary(path)
     try:
-        with open(tmp, "wb") as handle:
-            for data, count in chunks:
-                handle.write(data)
-                digest.update(data)
-                records += count
-                size += len(data)
-        os.replace(tmp, path)
+        with writing(path):
+            with open(tmp, "wb") as handle:
+                for data, count in chunks:
+                    handle.write(data)
+                    digest.update(data)
+                    records += count
+                    size += len(data)
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -87,8 +95,9 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write a whole file via a temporary name."""
     tmp = temporary(path)
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with writing(path):
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -99,24 +108,8 @@ def write_json(path: Path, data: Any) -> None:
     write_bytes_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
 
 
-def prepare_output(out: Path, overwrite: bool, owned: tuple[str, ...] = OWNED, check_only: bool = False) -> None:
-    """Create ``out``; refuse a non-empty folder unless ``overwrite``, then clear what radvqa owns.
-
-    With ``check_only`` nothing is created or removed: callers check before long work and
-    clear only once the input has been read.
-    """
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputError(f"{out}: folder is not empty; pass --overwrite to replace a previous output")
-        if check_only:
-            return
-        for name in owned:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    if not check_only:
-        out.mkdir(parents=True, exist_ok=True)
+def write_report(path: Path, data: Any) -> None:
+    """Write a ``--json`` report atomically, creating its folder (checked up front by the CLI)."""
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, data)

@@ -92,6 +92,24 @@ def shaped_copy(tmp_path_factory: pytest.TempPathFactory, taxonomy: Taxonomy) ->
     return root
 
 
+def build_tiny_copy(root: Path, taxonomy: Taxonomy, per_class: int = 10) -> Path:
+    """A RadImageNet-shaped copy of two classes in each of three regions: quick to generate from."""
+    from radvqa.sample import write_copy
+
+    chosen: dict[str, list[int]] = {}
+    for cls in taxonomy.classes:
+        if cls.region in ("lung", "knee", "brain") and len(chosen.setdefault(cls.region, [])) < 2:
+            chosen[cls.region].append(cls.index)
+    write_copy(root, taxonomy, {i: per_class for ids in chosen.values() for i in ids}, quirks=False)
+    return root
+
+
+@pytest.fixture
+def tiny_copy(tmp_path: Path, taxonomy: Taxonomy) -> Path:
+    """A fresh six-class copy in tmp_path/copy (tests may modify it)."""
+    return build_tiny_copy(tmp_path / "copy", taxonomy)
+
+
 @pytest.fixture(scope="session")
 def dask_cluster() -> Iterator[str]:
     """One real 2-process Dask LocalCluster for every cluster test: its scheduler address."""

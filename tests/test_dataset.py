@@ -78,10 +78,15 @@ def test_refuses_non_empty_output_and_keeps_user_files(
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
+    for overwrite in (False, True):  # no radvqa manifest: never replaced, even with --overwrite
+        with pytest.raises(OutputError, match=r"not empty and holds no radvqa record \(notes.txt\)"):
+            generate_dataset(sample_copy, out, config, taxonomy, templates, overwrite=overwrite)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    (out / "notes.txt").unlink()
+    generate_dataset(sample_copy, out, config.with_overrides(shard_size=5000), taxonomy, templates)
+    (out / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="not empty; pass --overwrite"):
         generate_dataset(sample_copy, out, config, taxonomy, templates)
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
-    generate_dataset(sample_copy, out, config.with_overrides(shard_size=5000), taxonomy, templates, overwrite=True)
     generate_dataset(sample_copy, out, config, taxonomy, templates, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
     # the earlier run's differently-named shards are gone
@@ -111,3 +116,88 @@ def test_interrupted_shard_leaves_no_finished_looking_file(
     assert stop.value.exit_code == 130
     assert not list(out.rglob("*.jsonl")) and not list(out.rglob(".*tmp*"))
     assert not (out / "manifest.json").exists() and (out / RUN_FILE).is_file()
+    monkeypatch.undo()
+    generate_dataset(sample_copy, out, config, taxonomy, templates, overwrite=True)  # the run file marks it ours
+    assert (out / "manifest.json").is_file() and not (out / RUN_FILE).exists()
+
+
+# ---- degenerate results and split files (issue 11) ---------------------------------------------
+
+from typer.testing import CliRunner  # noqa: E402
+
+from radvqa.cli import app  # noqa: E402
+
+
+def _cli(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_an_ultrasound_only_copy_is_an_error(tmp_path: Path) -> None:
+    from radvqa.sample import png_bytes
+
+    folder = tmp_path / "copy" / "radiology_ai" / "US" / "usabd" / "kidney"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        (folder / f"k{i}.png").write_bytes(png_bytes(i))
+    code, output = _cli("generate", tmp_path / "copy", "-o", tmp_path / "out")
+    assert (code, output) == (
+        1, f"ERROR: {tmp_path / 'copy' / 'radiology_ai'}: no usable CT/MRI image (3 ultrasound (not part of the "
+        "VQA dataset))\n",
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_header_only_test_csv_is_an_empty_benchmark_error(tmp_path: Path, tiny_copy: Path) -> None:
+    (tiny_copy / "RadiologyAI_test.csv").write_text("filename,label\n")
+    code, output = _cli("generate", tiny_copy, "-o", tmp_path / "out")
+    assert code == 1 and output.splitlines() == [
+        "ERROR: the benchmark is empty: the test pool has 0 usable images",
+        "hint: add test images (RadiologyAI_test.csv), or pass --benchmark-images 0 for no benchmark",
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_benchmark_missing_a_region_of_the_test_pool_is_an_error(tmp_path: Path, tiny_copy: Path) -> None:
+    import csv
+
+    rows = list(csv.reader((tiny_copy / "RadiologyAI_test.csv").read_text().splitlines()))[1:]
+    knee = [name for name, _ in rows if "/knee/" in name]
+    assert knee
+    for name in knee:  # a PNG signature, then garbage: passes the walk, fails decoding
+        (tiny_copy / name).write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    out = tmp_path / "out"
+    code, output = _cli("generate", tiny_copy, "-o", out, "--quiet")
+    assert (code, output) == (
+        1, "ERROR: the benchmark has no image of 1 region(s) the test pool has (knee): their candidates are "
+        "unreadable, blank or duplicated; repair or remove those files\n",
+    )
+    assert not (out / "manifest.json").exists() and (out / RUN_FILE).is_file()
+    code, output = _cli("generate", tiny_copy, "-o", out, "--quiet", "--overwrite", "--benchmark-images", "0")
+    assert code == 0, output  # the refused run's files are radvqa's: --overwrite replaces them
+    assert not (out / RUN_FILE).exists()
+
+
+def test_a_split_file_must_cover_the_copy(tmp_path: Path, tiny_copy: Path) -> None:
+    splits = tmp_path / "splits.csv"
+    assert _cli("split", tiny_copy, "-o", splits, "--quiet")[0] == 0
+    code, output = _cli("generate", tiny_copy, "-o", tmp_path / "good", "--splits", splits)
+    assert code == 0, output
+    assert "images used: 40 (train 28, val 4, benchmark 4, test_pool 4)" in output  # what the records say
+    assert "alignment: train 28, val 4 records" in output
+    lines = splits.read_text().splitlines()
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(lines[:-3]) + "\n")
+    code, output = _cli("generate", tiny_copy, "-o", tmp_path / "out", "--splits", short)
+    assert (code, output) == (
+        1, f"ERROR: {short}: 3 of the copy's 40 usable images are not in it and it names 0 images the copy lacks "
+        "(at most 0, 1%, allowed); was it made for another copy? run `radvqa split` on this one\n",
+    )
+    other = tmp_path / "other.csv"
+    other.write_text("\n".join(lines + [f"CT/x/normal/other{i}.png,radiology_ai/CT/x/normal/other{i}.png,train,s,l"
+                                        for i in range(5)]) + "\n")
+    code, output = _cli("generate", tiny_copy, "-o", tmp_path / "out", "--splits", other)
+    assert code == 1 and "0 of the copy's 40 usable images are not in it and it names 5 images the copy lacks" in output
+    assert not (tmp_path / "out").exists()
+    code, output = _cli("generate", tiny_copy, "-o", tmp_path / "out", "--splits", tmp_path / "nope.csv")
+    assert (code, output) == (1, f"ERROR: --splits {tmp_path / 'nope.csv'}: not found (write it with `radvqa split`)\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import csv
 import io
 import json
@@ -408,7 +409,9 @@ def test_lmms_eval_task_folder_loads_and_scores(
     dest = tmp_path / "task"
     code, output = run("export", bench_dataset, "-f", "lmms-eval", "-o", dest)
     assert code == 0, output
-    assert sorted(p.name for p in dest.iterdir()) == ["README.md", "benchmark", "manifest.json", "radvqa.yaml", "utils.py"]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "README.md", "benchmark", "manifest.json", "radvqa-export.json", "radvqa.yaml", "utils.py"
+    ]
     monkeypatch.chdir(tmp_path)
     task = _load_task(dest / "radvqa.yaml")
     assert task["task"] == "radvqa" and task["output_type"] == "generate_until"
@@ -440,12 +443,22 @@ def test_export_refuses_a_non_empty_folder_unless_overwrite(bench_dataset: Path,
     dest = tmp_path / "llava"
     dest.mkdir()
     (dest / "notes.txt").write_text("mine")
+    for extra in ((), ("--overwrite",)):  # no export record: never replaced
+        code, output = run("export", bench_dataset, "-f", "llava", "-o", dest, "--only", "alignment", *extra)
+        assert code == 1 and output == f"ERROR: {dest}: folder is not empty and holds no radvqa record (notes.txt); " \
+            "radvqa only replaces what it wrote: choose an empty or new folder\n"
+    assert sorted(p.name for p in dest.iterdir()) == ["notes.txt"]
+    (dest / "notes.txt").unlink()
+    assert run("export", bench_dataset, "-f", "llava", "-o", dest)[0] == 0
+    (dest / "notes.txt").write_text("mine")
     code, output = run("export", bench_dataset, "-f", "llava", "-o", dest, "--only", "alignment")
-    assert code == 1 and "not empty" in output and "--overwrite" in output
+    assert code == 1 and "not empty; pass --overwrite" in output
     code, output = run("export", bench_dataset, "-f", "llava", "-o", dest, "--only", "alignment", "--overwrite")
     assert code == 0, output
-    assert (dest / "notes.txt").read_text() == "mine"  # only our own files are replaced
-    assert sorted(p.name for p in dest.iterdir()) == ["alignment_train.json", "alignment_val.json", "notes.txt"]
+    assert (dest / "notes.txt").read_text() == "mine"  # only the files the record lists are replaced
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "alignment_train.json", "alignment_val.json", "notes.txt", "radvqa-export.json"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -483,8 +496,19 @@ def test_export_names_a_malformed_line_and_a_missing_image(bench_dataset: Path, 
     lines = shard.read_text().splitlines()
     lines[4] = lines[4][:-5]
     shard.write_text("\n".join(lines) + "\n")
-    code, output = run("export", out, "-f", "sharegpt", "-o", tmp_path / "s", "--only", "benchmark")
+    code, output = run("export", out, "-f", "sharegpt", "-o", tmp_path / "s")
+    assert code == 1 and output == (
+        f"ERROR: {shard}: sha256 differs from {out / 'manifest.json'}; the shard changed after generate "
+        "(regenerate the dataset)\n"
+    )
+    assert not (tmp_path / "s").exists()  # checked before anything was written, though benchmark comes last
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["shards"]:  # a manifest that agrees: the malformed line itself is named
+        entry["sha256"] = hashlib.sha256((out / entry["path"]).read_bytes()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    code, output = run("export", out, "-f", "sharegpt", "-o", tmp_path / "s")
     assert code == 1 and f"{shard}:5: not a JSON record" in output
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == []  # the configs before it were removed
 
     root = tmp_path / "empty-root"
     root.mkdir()

@@ -269,7 +269,7 @@ def test_unknown_label_is_an_error_naming_the_line(tmp_path: Path, taxonomy: Tax
     with pytest.raises(SourceError, match=r"line 3: unknown label CT,abd,livr_lesion.*did you mean 'liver_lesion'"):
         run(taxonomy, tmp_path / "in", tmp_path / "root", labels)
     result = runner.invoke(
-        app, ["ingest-dicom", str(tmp_path / "in"), "-o", str(tmp_path / "root"), "--labels", str(labels), "--salt", "s"]
+        app, ["ingest-dicom", str(tmp_path / "in"), "-o", str(tmp_path / "root"), "--labels", str(labels), "--salt", SALT]
     )
     assert result.exit_code == 1
     assert "line 3" in result.output and "Traceback" not in result.output
@@ -322,7 +322,7 @@ def test_missing_decoder_stops_before_writing(
     assert not (tmp_path / "root").exists()
     result = runner.invoke(
         app,
-        ["ingest-dicom", str(tmp_path / "in"), "-o", str(tmp_path / "root"), "--labels", str(labels), "--salt", "s",
+        ["ingest-dicom", str(tmp_path / "in"), "-o", str(tmp_path / "root"), "--labels", str(labels), "--salt", SALT,
          "--include-derived"],
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -547,8 +547,12 @@ def test_output_folder_rules(tmp_path: Path, taxonomy: Taxonomy, abd_labels: Pat
     root = tmp_path / "root"
     root.mkdir()
     (root / "mine.txt").write_text("x")
-    with pytest.raises(OutputError, match="--overwrite"):
-        run(taxonomy, tmp_path / "in", root, abd_labels, size=16)
+    for overwrite in (False, True):  # not written by ingest-dicom: never replaced
+        with pytest.raises(OutputError, match=r"holds no radvqa record \(mine.txt\)"):
+            run(taxonomy, tmp_path / "in", root, abd_labels, size=16, overwrite=overwrite)
+    (root / "mine.txt").unlink()
+    run(taxonomy, tmp_path / "in", root, abd_labels, size=16)
+    (root / "mine.txt").write_text("x")
     run(taxonomy, tmp_path / "in", root, abd_labels, size=16, overwrite=True)
     assert (root / "mine.txt").exists() and len(pngs(root)) == 1
     with pytest.raises(OutputError, match="other settings"):
@@ -598,7 +602,7 @@ def test_generate_runs_on_the_ingested_copy(
     assert "CT/lung/Nodule" in set(table["image_id"].str.rsplit("/", n=1).str[0])  # label matched case-blind
     assert set(table["split"]) <= {"train", "val"} and (table["split"] == "train").any()
     out = tmp_path / "dataset"
-    generated = generate_dataset(root, out, config, taxonomy, templates)
+    generated = generate_dataset(root, out, config.with_overrides(benchmark_images=0), taxonomy, templates)
     assert sum(generated.records["instruct"].values()) == 36 * 9
     assert (out / "manifest.json").is_file()
 
@@ -628,3 +632,25 @@ def test_cli_requires_a_salt_and_documents_options(tmp_path: Path, abd_labels: P
                    "--workers", "--overwrite", "--quiet", "--taxonomy"):
         assert option in help_text
     shutil.rmtree(tmp_path / "r", ignore_errors=True)
+
+
+def test_a_short_salt_is_refused_before_any_work(tmp_path: Path, abd_labels: Path) -> None:
+    marker_series(tmp_path / "in" / "series", "1.2.3.700", order=[0, 1, 2])
+    root = tmp_path / "root"
+    result = runner.invoke(
+        app, ["ingest-dicom", str(tmp_path / "in"), "-o", str(root), "--labels", str(abd_labels), "--salt", "abc"]
+    )
+    assert result.exit_code == 1
+    assert result.output == "ERROR: --salt: 3 characters is too short to keep names secret; use at least 8\n"
+    assert not root.exists()
+
+
+def test_ingest_destination_under_a_file_is_one_line(tmp_path: Path, abd_labels: Path) -> None:
+    marker_series(tmp_path / "in" / "series", "1.2.3.701", order=[0, 1, 2])
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    result = runner.invoke(
+        app, ["ingest-dicom", str(tmp_path / "in"), "-o", str(blocker / "root"), "--labels", str(abd_labels), "--salt", SALT]
+    )
+    assert result.exit_code == 1
+    assert result.output == f"ERROR: {blocker / 'root'}: cannot be created, {blocker} is a file\n"

@@ -119,3 +119,82 @@ def test_errors_name_the_problem(tmp_path: Path, taxonomy: Taxonomy, config: Con
     (tmp_path / "bad" / "RadiologyAI_train.csv").write_text("file,label\nx,y\n")
     with pytest.raises(SourceError, match=r"RadiologyAI_train.csv: no 'filename' column"):
         read_source(tmp_path / "bad", taxonomy, config.split_ratios)
+
+
+# ---- a hostile copy: links, undecodable names, files that are not images (issue 11) ----------
+
+from typer.testing import CliRunner  # noqa: E402
+
+from radvqa.cli import app  # noqa: E402
+
+
+def _generate(copy: Path, out: Path, *extra: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["generate", str(copy), "-o", str(out), *extra])
+    return result.exit_code, result.output
+
+
+def _records(out: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for shard in sorted(out.rglob("*.jsonl")) for line in shard.read_text().splitlines()]
+
+
+def _class_folder(copy: Path) -> Path:
+    return sorted(p for p in (copy / "radiology_ai" / "MR").glob("*/*") if any(p.iterdir()))[0]
+
+
+def test_a_folder_link_loop_is_not_followed(tmp_path: Path, tiny_copy: Path) -> None:
+    code, plain = _generate(tiny_copy, tmp_path / "plain", "--quiet")
+    assert code == 0, plain
+    anatomy = _class_folder(tiny_copy).parent
+    (anatomy / "up").symlink_to("../../..")  # radiology_ai/MR/<anatomy>/up -> the copy root: a loop
+    code, output = _generate(tiny_copy, tmp_path / "out")
+    assert code == 0, output
+    assert f"skipped 1: folder link not followed (a loop would list the copy again) (e.g. MR/{anatomy.name}/up)" in output
+    assert "images used: 40 " in output
+    assert len(_records(tmp_path / "out")) == len(_records(tmp_path / "plain"))
+
+
+@pytest.mark.parametrize("with_csvs", [True, False])
+def test_an_undecodable_name_is_skipped_and_shown_escaped(tmp_path: Path, tiny_copy: Path, with_csvs: bool) -> None:
+    import json
+    import os
+
+    folder = _class_folder(tiny_copy)
+    os.close(os.open(os.fsencode(folder) + b"/bad\xff.png", os.O_CREAT | os.O_WRONLY))
+    if not with_csvs:
+        for csv in tiny_copy.glob("RadiologyAI_*.csv"):
+            csv.unlink()
+    code, output = _generate(tiny_copy, tmp_path / "out")
+    assert code == 0, output
+    shown = f"MR/{folder.parent.name}/{folder.name}/bad\\xff.png"
+    assert f"skipped 1: name is not valid UTF-8 (shown escaped) (e.g. {shown})" in output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["source"]["examples"]["name is not valid UTF-8 (shown escaped)"] == [shown]
+    assert manifest["source"]["images"] == 40
+
+
+def test_dangling_links_and_broken_files_never_become_records(tmp_path: Path, tiny_copy: Path) -> None:
+    folder = _class_folder(tiny_copy)
+    rel = folder.relative_to(tiny_copy).as_posix()
+    (folder / "gone.png").symlink_to("no-such-file.png")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.png").write_text("this is not a picture\n")
+    (folder / "folder.png").mkdir()
+    real = sorted(folder.glob("*0.png"))[0]
+    (folder / "link.png").symlink_to(real.name)  # a link to a real image is an image
+    with open(tiny_copy / "RadiologyAI_train.csv", "a") as handle:
+        for name in ("gone", "empty", "text", "folder", "link"):
+            handle.write(f"{rel}/{name}.png,x\n")
+    code, output = _generate(tiny_copy, tmp_path / "out")
+    assert code == 0, output
+    short = rel.split("/", 1)[1]
+    assert f"skipped 1: dangling link (e.g. {short}/gone.png)" in output
+    assert (
+        "skipped 3: not an image file (empty, wrong signature or not a regular file) "
+        f"(e.g. {short}/empty.png, {short}/folder.png, {short}/text.png)"
+    ) in output
+    assert "image file is missing" not in output  # each file counted once, under its real reason
+    images = {record["image"] for record in _records(tmp_path / "out")}
+    assert f"{rel}/link.png" in images
+    assert not {f"{rel}/{name}.png" for name in ("gone", "empty", "text", "folder")} & images

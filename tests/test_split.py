@@ -258,3 +258,18 @@ def test_per_slot_layout(tmp_path: Path, taxonomy: Taxonomy, templates: Template
 def test_per_slot_layout_needs_nine_images_per_class(sample_copy: Path, taxonomy: Taxonomy, config: Config) -> None:
     with pytest.raises(SplitError, match="too small for 9 disjoint benchmark sets"):
         split_copy(sample_copy, taxonomy, config.split_ratios, BenchmarkSettings(layout="per-slot"))
+
+
+def test_split_usable_counts_agree(tmp_path: Path, sample_copy: Path) -> None:
+    import re
+
+    from typer.testing import CliRunner
+
+    from radvqa.cli import app
+
+    result = CliRunner().invoke(app, ["split", str(sample_copy), "-o", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    shrunk = re.search(r"the test pool has only (\d+) usable images", result.output)
+    pool = re.search(r"from a test pool of (\d+) \((\d+) usable\)", result.output)
+    assert shrunk and pool and shrunk[1] == pool[2]  # one "usable" figure, and the pool it comes from
+    assert int(pool[1]) - int(pool[2]) == 2  # the planted blank image and byte-identical twin
