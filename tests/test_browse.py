@@ -335,7 +335,14 @@ def test_page_makes_no_network_request(
         page.evaluate("document.getElementById('tab-strata').click()")  # the strata view and its chart
         assert page.evaluate("document.getElementById('view-strata').hidden") is False
         assert page.evaluate("document.querySelectorAll('#view-strata table').length") == 3
-        assert page.evaluate("document.querySelector('#view-strata .chart img').complete")
+        # The chart decodes asynchronously (slowly on a loaded machine): wait for it, then check it drew.
+        assert page.evaluate(
+            "new Promise(done => { const img = document.querySelector('#view-strata .chart img');"
+            " if (img.complete && img.naturalWidth) return done(true);"
+            " img.addEventListener('load', () => done(img.naturalWidth > 0));"
+            " img.addEventListener('error', () => done(false));"
+            " setTimeout(() => done(img.complete && img.naturalWidth > 0), 10000); })"
+        )
         page.screenshot(tmp_path / "strata.png", full_page=False)
         page.evaluate("document.getElementById('tab-cards').click()")
         page.evaluate(
