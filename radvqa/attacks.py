@@ -207,7 +207,7 @@ def conflict_rule(train: list[Record], test: list[Record], context: Context) -> 
         scores = []
         for i, o in enumerate(options):
             crossed = any(excluded[o, p] for p in options if p != o)
-            missing = sum(frequency[(pool, x)] for x in np.flatnonzero(excluded[o]) if x not in options)
+            missing = sum(frequency[(pool, int(x))] for x in np.flatnonzero(excluded[o]) if x not in options)
             scores.append(-1e9 * crossed + missing + rates.get((pool, record["choices"][i]), 0.25))
         out.append(_best(scores))
     return out
@@ -339,7 +339,8 @@ def ranker(train: list[Record], test: list[Record], context: Context) -> list[st
     sklearn = _sklearn()
     rates, model = _right_rates(train, context), _inclusion_model(train, context)
     ids = {key: i for i, key in enumerate(sorted({(context.pool(r), c) for r in train for c in r["choices"]}))}
-    features, target = [], []
+    features: list[list[float]] = []
+    target: list[int] = []
     for record in train:
         rows = _ranker_features(record, context, rates, model, ids)
         features.extend(rows)
@@ -352,9 +353,9 @@ def ranker(train: list[Record], test: list[Record], context: Context) -> list[st
     x = np.array(features)
     x[:, 0] = np.where(x[:, 0] < 0, len(ids), x[:, 0]) % 250  # categories must stay below 255
     booster.fit(x, target)
-    rows = np.array([row for r in test for row in _ranker_features(r, context, rates, model, ids)])
-    rows[:, 0] = np.where(rows[:, 0] < 0, len(ids), rows[:, 0]) % 250
-    return _pick(test, booster.predict_proba(rows)[:, 1])
+    asked = np.array([row for r in test for row in _ranker_features(r, context, rates, model, ids)])
+    asked[:, 0] = np.where(asked[:, 0] < 0, len(ids), asked[:, 0]) % 250
+    return _pick(test, booster.predict_proba(asked)[:, 1])
 
 
 OPEN_ATTACKS: dict[str, Attack] = {"prior": prior, "bow": bow}

@@ -324,19 +324,18 @@ def _check_coverage(table: pd.DataFrame, saved: dict[str, str], splits_file: Pat
         )
 
 
-def benchmark_draws(count: int, seed: int, slots: np.ndarray | None) -> dict[str, np.ndarray | None]:
-    """Balanced correct letters for the benchmark (per slot set in the per-slot layout) and its slots."""
+def benchmark_draws(images: Slice, seed: int, slots: np.ndarray | None) -> Slice:
+    """The benchmark slice with balanced correct letters (per slot set in the per-slot layout) and its slots."""
+    count = len(images)
     if slots is None:
-        return {
-            "anatomy_letter": balanced_letters(count, seed, 1),
-            "pathology_letter": balanced_letters(count, seed, 2),
-            "slot_of": None,
-        }
+        return replace(
+            images, anatomy_letter=balanced_letters(count, seed, 1), pathology_letter=balanced_letters(count, seed, 2)
+        )
     anatomy, pathology = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
     for letters, slot, purpose in ((anatomy, "anatomy_mc", 1), (pathology, "pathology_mc", 2)):
         mine = np.flatnonzero(slots == INSTRUCT_SLOTS.index(slot))
         letters[mine] = balanced_letters(len(mine), seed, purpose)
-    return {"anatomy_letter": anatomy, "pathology_letter": pathology, "slot_of": slots}
+    return replace(images, anatomy_letter=anatomy, pathology_letter=pathology, slot_of=slots)
 
 
 def generate_dataset(
@@ -410,7 +409,7 @@ def generate_dataset(
         bench = table.iloc[chosen]
         # Per-slot sets hold the same classes in the same numbers, so one fit is exact for each.
         plan = build_plan(taxonomy, templates, config, "test", class_counts(bench, taxonomy), "benchmark")
-        images = replace(image_slice(bench), **benchmark_draws(len(bench), config.seed, benchmark_slots(chosen, benchmark)))
+        images = benchmark_draws(image_slice(bench), config.seed, benchmark_slots(chosen, benchmark))
         exchange["benchmark"] = plan.exchange
         (out / "benchmark").mkdir(exist_ok=True)
         records["benchmark"]["test"] = len(images) * (CONFIGS["benchmark"] if images.slot_of is None else 1)
