@@ -18,7 +18,7 @@ first line of each image. Memory holds the candidates only.
 
 A gallery records the files it wrote in ``radvqa-gallery.json`` (written first, completed
 last): ``--overwrite`` removes exactly those, and a non-empty folder without that record is
-refused. This is a minimal stand-in for the shared output-ownership rule of issue 11.
+refused: the shared output-ownership rule of :mod:`radvqa.ownership`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import base64
 import hashlib
 import heapq
 import io
-import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -42,6 +41,7 @@ import orjson
 from .dataset_files import SPLIT_ORDER, Part, dataset_parts, load_manifest, order_key
 from .errors import ConfigError, DatasetError, OutputError, SourceError, did_you_mean
 from .export import question_stem
+from .ownership import check_output, claim_output, read_record
 from .progress import NullProgress, ProgressBar
 from .streams import mix
 from .writers import write_bytes_atomic
@@ -56,7 +56,6 @@ _ID_PREFIX = b'{"id":"'
 _MASK64 = (1 << 64) - 1
 _PURPOSE = 0xB5  # keeps the gallery's order apart from generate's streams of the same seed
 _KEY_END = len(_ID_PREFIX) + 16
-_SHOWN = 3
 
 Record = dict[str, Any]
 Stratum = tuple[str, str, str]  # split, modality, label
@@ -360,52 +359,10 @@ def _data_url(data: bytes) -> str:
 # ---------------------------------------------------------------- output folder
 
 
-def _previous_files(dest: Path) -> list[str] | None:
-    """The files a previous gallery in ``dest`` recorded, or None when ``dest`` holds no gallery."""
-    try:
-        data = orjson.loads((dest / RECORD_FILE).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, list):
-        return None
-    safe = []
-    for name in map(str, files):
-        parts = Path(name).parts
-        if name and not Path(name).is_absolute() and ".." not in parts and "\\" not in name:
-            safe.append(name)
-    return safe
-
-
-def _check_dest(dest: Path, overwrite: bool) -> list[str]:
-    """Refuse an unusable ``dest`` before any work; return the previous gallery's files to remove."""
-    if dest.exists() and not dest.is_dir():
-        raise OutputError(f"{dest}: exists and is not a folder")
-    if not dest.exists() or not any(dest.iterdir()):
-        return []
-    previous = _previous_files(dest)
-    if previous is None:
-        names = sorted(os.listdir(dest))
-        shown = ", ".join(names[:_SHOWN]) + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
-        raise OutputError(
-            f"{dest}: folder is not empty and holds no radvqa gallery ({shown}); "
-            "radvqa only replaces what it wrote: choose an empty or new folder"
-        )
-    if not overwrite:
-        raise OutputError(f"{dest}: holds a previous gallery; pass --overwrite to replace it")
-    return [*previous, RECORD_FILE]
-
-
-def _clear(dest: Path, names: list[str]) -> None:
-    """Remove exactly the files a previous gallery recorded, then its folders left empty."""
-    for name in names:
-        target = dest / name
-        if target.is_file() or target.is_symlink():
-            target.unlink()
-    for folder in (THUMBS, CHARTS):
-        path = dest / folder
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
+def _owned(dest: Path) -> list[str] | None:
+    """The files a previous gallery in ``dest`` recorded (its record too), or None when it holds no gallery."""
+    files = read_record(dest / RECORD_FILE)
+    return None if files is None else [*files, RECORD_FILE]
 
 
 def _record(dest: Path, files: list[str], complete: bool) -> None:
@@ -553,7 +510,7 @@ def build_gallery(
         raise SourceError(f"{root}: RadImageNet copy not found", hint="pass --root with the folder holding radiology_ai/")
     if dest.resolve() == out.resolve():
         raise OutputError(f"{dest}: is the dataset itself; write the gallery into another folder")
-    previous = _check_dest(dest, overwrite)
+    check_output(dest, overwrite, _owned, "gallery", record="gallery")  # before any work
 
     result = GalleryResult(dest=dest, splits=wanted)
     cards, strata = _read(out, parts, wanted, per_class, benchmark, seed, progress, result)
@@ -561,8 +518,7 @@ def build_gallery(
     pages = ["index.html"] if single_file else [*ASSETS, DATA_FILE]
     images = [] if single_file else [f"{THUMBS}/{c['key']}.png" for c in cards]
     images += [] if single_file else [f"{CHARTS}/{p.name}" for p in charts]
-    _clear(dest, previous)
-    dest.mkdir(parents=True, exist_ok=True)
+    claim_output(dest, overwrite, _owned, "gallery", record="gallery")
     for folder in () if single_file else (THUMBS, CHARTS) if charts else (THUMBS,):
         (dest / folder).mkdir(exist_ok=True)
     _record(dest, pages + images, complete=False)  # first: an interrupted build can still be replaced

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import string
 import threading
 import time
 import urllib.error
@@ -24,10 +25,30 @@ from typing import Any
 
 import orjson
 
-from .errors import EndpointError
+from .errors import EndpointError, RadVQAError
 from .writers import write_bytes_atomic
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+def check_prompts(
+    data: dict[str, Any], where: str, error: type[RadVQAError], texts: Sequence[str],
+    allowed: frozenset[str], required: Sequence[str],
+) -> None:
+    """Check a prompt config: ``texts`` non-empty, and the ``user`` template using only ``allowed``
+    placeholders and every ``required`` one (the judge's and predict's YAML share these rules)."""
+    for name in texts:
+        if not isinstance(data[name], str) or not data[name].strip():
+            raise error(f"{where}: '{name}' must be non-empty text")
+    try:
+        used = {f for _, f, _, _ in string.Formatter().parse(data["user"]) if f is not None}
+    except ValueError as exc:
+        raise error(f"{where}: 'user' is not a valid template ({exc})")
+    unknown = used - allowed
+    if unknown:
+        raise error(f"{where}: 'user' uses unknown placeholder '{sorted(unknown)[0]}' (allowed: {', '.join(sorted(allowed))})")
+    if not set(required) <= used:
+        raise error(f"{where}: 'user' must contain " + " and ".join("{" + name + "}" for name in required))
 _MAX_RETRY_AFTER = 60.0
 
 

@@ -8,7 +8,6 @@ same numbers. A request that still fails after its retries is a one-line JudgeEr
 
 from __future__ import annotations
 
-import string
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .chat import ChatClient, DiskCache, api_key_from_env, cache_key, default_cache_dir
+from .chat import ChatClient, DiskCache, api_key_from_env, cache_key, check_prompts, default_cache_dir
 from .errors import JudgeError
 from .progress import NullProgress, ProgressBar
 from .resources import check_keys, default_path, load_yaml
@@ -48,18 +47,7 @@ def load_judge_settings(path: Path | None = None) -> JudgeSettings:
     doc = load_yaml(Path(path) if path is not None else default_path("configs", "judge.yaml"), JudgeError)
     data = doc.data
     check_keys(data, _KEYS, doc.source, JudgeError, required={"system", "user"})
-    for name in ("system", "user"):
-        if not isinstance(data[name], str) or not data[name].strip():
-            raise JudgeError(f"{doc.source}: '{name}' must be non-empty text")
-    try:
-        used = {f for _, f, _, _ in string.Formatter().parse(data["user"]) if f is not None}
-    except ValueError as exc:
-        raise JudgeError(f"{doc.source}: 'user' is not a valid template ({exc})")
-    unknown = used - _FIELDS
-    if unknown:
-        raise JudgeError(f"{doc.source}: 'user' uses unknown placeholder '{sorted(unknown)[0]}' (allowed: {', '.join(sorted(_FIELDS))})")
-    if not {"reference", "prediction"} <= used:
-        raise JudgeError(f"{doc.source}: 'user' must contain {{reference}} and {{prediction}}")
+    check_prompts(data, doc.source, JudgeError, ("system", "user"), _FIELDS, ("reference", "prediction"))
     try:
         settings = JudgeSettings(
             system=data["system"],

@@ -87,15 +87,20 @@ def _check_creatable(folder: Path, flag: str = "") -> None:
         raise OutputError(f"{label}{folder}: {where}not writable")
 
 
-def check_output(out: Path, overwrite: bool, owned: OwnedFiles, what: str = "output folder") -> list[str]:
-    """Raise unless ``out`` may be written; return the files a rerun removes (relative, safe)."""
+def check_output(
+    out: Path, overwrite: bool, owned: OwnedFiles, what: str = "output folder", record: str = "record"
+) -> list[str]:
+    """Raise unless ``out`` may be written; return the files a rerun removes (relative, safe).
+
+    ``record`` names what the refusal says is missing ("record", or "gallery").
+    """
     check_folder_destination(out, what)
     if not out.exists() or not any(out.iterdir()):
         return []
     listed = owned(out)
     if listed is None:
         raise OutputError(
-            f"{out}: folder is not empty and holds no radvqa record ({describe(out)}); "
+            f"{out}: folder is not empty and holds no radvqa {record} ({describe(out)}); "
             "radvqa only replaces what it wrote: choose an empty or new folder"
         )
     if not overwrite:
@@ -103,13 +108,15 @@ def check_output(out: Path, overwrite: bool, owned: OwnedFiles, what: str = "out
     return safe_relative(listed)
 
 
-def claim_output(out: Path, overwrite: bool, owned: OwnedFiles, what: str = "output folder") -> list[str]:
+def claim_output(
+    out: Path, overwrite: bool, owned: OwnedFiles, what: str = "output folder", record: str = "record"
+) -> list[str]:
     """Check ``out``, remove the files the previous run recorded (and its temporaries), create it.
 
     Folders left empty by the removal go too; anything else in ``out`` is kept. Returns the
     removed paths.
     """
-    listed = check_output(out, overwrite, owned, what)
+    listed = check_output(out, overwrite, owned, what, record)
     names = set(listed)
     removed = []
     folders: set[Path] = set()

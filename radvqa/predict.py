@@ -22,7 +22,6 @@ import base64
 import hashlib
 import io
 import os
-import string
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -32,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from .chat import ChatClient, DiskCache, api_key_from_env, cache_key, default_cache_dir
+from .chat import ChatClient, DiskCache, api_key_from_env, cache_key, check_prompts, default_cache_dir
 from .errors import PredictError
 from .evaluate import benchmark_files, find_manifest, read_benchmark
 from .progress import NullProgress, ProgressBar
@@ -74,20 +73,7 @@ def load_predict_settings(path: Path | None = None) -> PredictSettings:
     doc = load_yaml(Path(path) if path is not None else default_path("configs", "predict.yaml"), PredictError)
     data, where = doc.data, doc.source
     check_keys(data, _KEYS, where, PredictError, required={"system", "user", "instructions", "blind_guess"})
-    for name in ("system", "user", "blind_guess"):
-        if not isinstance(data[name], str) or not data[name].strip():
-            raise PredictError(f"{where}: '{name}' must be non-empty text")
-    try:
-        used = {f for _, f, _, _ in string.Formatter().parse(data["user"]) if f is not None}
-    except ValueError as exc:
-        raise PredictError(f"{where}: 'user' is not a valid template ({exc})")
-    unknown = used - _FIELDS
-    if unknown:
-        raise PredictError(
-            f"{where}: 'user' uses unknown placeholder '{sorted(unknown)[0]}' (allowed: {', '.join(sorted(_FIELDS))})"
-        )
-    if not _FIELDS <= used:
-        raise PredictError(f"{where}: 'user' must contain {{question}} and {{instruction}}")
+    check_prompts(data, where, PredictError, ("system", "user", "blind_guess"), _FIELDS, ("question", "instruction"))
     instructions = data["instructions"]
     if not isinstance(instructions, dict):
         raise PredictError(f"{where}: 'instructions' must map question types to text")
