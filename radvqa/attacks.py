@@ -56,14 +56,19 @@ class Context:
 
     @classmethod
     def of(cls, taxonomy: Taxonomy) -> Context:
-        """Option texts and exclusion matrices per region (anatomy: the region names, key '')."""
-        context = cls(taxonomy, regions=[(r.name, normalise(r.name)) for r in taxonomy.regions.values()])
-        for region in taxonomy.regions.values():
-            context.names[region.name] = [taxonomy.answer_text(region.key, n) for n in region.pathologies]
-            context.excluded[region.name] = taxonomy.exclusions(region.key, True)
-        context.names[""] = [r.name for r in taxonomy.regions.values()]
-        context.excluded[""] = np.zeros((len(context.names[""]),) * 2, dtype=bool)
-        return context
+        """Option texts and exclusion matrices per pool (anatomy: the region names, key '')."""
+        pools = taxonomy.option_pools(contained=True)
+        return cls(
+            taxonomy,
+            regions=[(r.name, normalise(r.name)) for r in taxonomy.regions.values()],
+            names={pool: names for pool, (names, _) in pools.items()},
+            excluded={pool: excluded for pool, (_, excluded) in pools.items()},
+        )
+
+    @property
+    def pools(self) -> dict[str, tuple[list[str], np.ndarray]]:
+        """(names, exclusions) per pool, as ``Taxonomy.option_pools`` gives them."""
+        return {pool: (names, self.excluded[pool]) for pool, names in self.names.items()}
 
     def pool(self, record: Record) -> str:
         """The name pool a multiple-choice record draws from: its region, or '' for anatomy."""

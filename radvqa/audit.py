@@ -31,7 +31,7 @@ import numpy as np
 import orjson
 
 from .attacks import MC_ATTACKS, OPEN_ATTACKS, Context, _sklearn, constant_by_region, cross_question, image_of
-from .distractors import fit_sets
+from .distractors import pool_residual
 from .errors import EvaluateError
 from .evaluate import LETTERS, AnswerKey, answer_key, dataset_taxonomy, read_jsonl, score
 from .progress import NullProgress, ProgressBar
@@ -177,28 +177,13 @@ def unavoidable_gain(records: list[dict[str, Any]], context: Context, k: int) ->
     (``radvqa.distractors``): a name above 1/k of its pool is right at its share wherever it
     is offered. 0 where every pool can be exactly exchangeable, as on the benchmark.
     """
-    counts: dict[str, Counter[str]] = {}
+    counts: dict[str, dict[str, int]] = {}
     for record in records:
         if record["question_type"] == "multiple_choice":
-            counts.setdefault(context.pool(record), Counter())[record["choices"][LETTERS.index(record["answer"])]] += 1
-    total = sum(sum(c.values()) for c in counts.values())
-    gain = 0.0
-    for pool, seen in counts.items():
-        names = context.names.get(pool, [])
-        vector = np.array([seen.get(n, 0) for n in names], dtype=np.float64)
-        if vector.sum() <= 0:
-            continue
-        excluded = context.excluded[pool] if k > 2 else _conflicts_only(context, pool)
-        fit = fit_sets(vector, k, excluded)
-        gain += float(vector.sum()) / total * (fit.leak if k > 2 else fit.single_name_leak)
-    return 100.0 * gain
-
-
-def _conflicts_only(context: Context, pool: str) -> np.ndarray:
-    if pool == "":
-        return context.excluded[pool]
-    key = next(r.key for r in context.taxonomy.regions.values() if r.name == pool)
-    return context.taxonomy.exclusions(key, False)
+            seen = counts.setdefault(context.pool(record), Counter())
+            seen[record["choices"][LETTERS.index(record["answer"])]] += 1
+    pools = context.pools if k > 2 else context.taxonomy.option_pools(contained=False)
+    return 100.0 * pool_residual(counts, pools, k)
 
 
 # --- the report -------------------------------------------------------------------------------

@@ -212,11 +212,10 @@ class Checker:
         self._statics: dict[tuple[Any, ...], _Static] = {}
         self._choice_shape: tuple[str, str, str, bool] | None = None
         self._mc_tables: dict[tuple[str, str, int], _McTable] = {}
-        # per region (anatomy: ''): option text -> index, and the pairs that may not share a set
-        self.set_names = {r.name: {t: i for i, t in enumerate(self.options[k])} for k, r in taxonomy.regions.items()}
-        self.set_names[""] = {r.name: i for i, r in enumerate(taxonomy.regions.values())}
-        self.set_excluded = {r.name: taxonomy.exclusions(k, True) for k, r in taxonomy.regions.items()}
-        self.set_excluded[""] = taxonomy_region_exclusions(taxonomy)
+        # per pool (anatomy: ''): option text -> index, and the pairs that may not share a set
+        pools = taxonomy.option_pools(contained=True)
+        self.set_names = {pool: {t: i for i, t in enumerate(names)} for pool, (names, _) in pools.items()}
+        self.set_excluded = {pool: excluded for pool, (_, excluded) in pools.items()}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -691,13 +690,6 @@ def evaluate(
     return findings, stats
 
 
-def taxonomy_region_exclusions(taxonomy: Taxonomy) -> Any:
-    """Region names that may not share an anatomy option set (one inside another's text)."""
-    from .distractors import exclusions
-
-    return exclusions([r.name for r in taxonomy.regions.values()], [], True)
-
-
 SET_MIN = 100  # questions a set needs before its own right-rates are reported
 
 
@@ -709,30 +701,21 @@ def _option_sets(counts: Counter[StatKey], taxonomy: Taxonomy) -> dict[str, Any]
     exchangeability; the report shows the largest observed deviation (with its z) among sets
     asked at least SET_MIN times, as evidence, not a verdict (thousands of sets are compared).
     """
-    import numpy as np
-
-    from .distractors import fit_sets
+    from .distractors import pool_residual
 
     sets: dict[tuple[str, str], dict[tuple[str, tuple[str, ...]], Counter[str]]] = {}
     for key, n in counts.items():
         if key[0] == "set":
             _, split, slot, pool, choices, answer = key
             sets.setdefault((split, slot), {}).setdefault((pool, choices), Counter())[answer] += n
-    names = {r.name: [taxonomy.answer_text(k, p) for p in r.pathologies] for k, r in taxonomy.regions.items()}
-    names[""] = [r.name for r in taxonomy.regions.values()]
-    excluded = {r.name: taxonomy.exclusions(k, True) for k, r in taxonomy.regions.items()}
-    excluded[""] = taxonomy_region_exclusions(taxonomy)
+    pools = taxonomy.option_pools(contained=True)
     out: dict[str, Any] = {}
     for (split, slot), table in sorted(sets.items()):
         answers: dict[str, Counter[str]] = {}
         for (pool, _), seen in table.items():
             answers.setdefault(pool, Counter()).update(seen)
         total = sum(sum(c.values()) for c in answers.values())
-        residual = 0.0
-        for pool, seen in answers.items():
-            vector = np.array([seen.get(x, 0) for x in names.get(pool, [])], dtype=np.float64)
-            if vector.sum() > 0 and pool in excluded:
-                residual += float(vector.sum()) / total * fit_sets(vector, 4, excluded[pool]).leak
+        residual = pool_residual(answers, pools, 4)
         worst: dict[str, Any] | None = None
         for (pool, choices), seen in table.items():
             n = sum(seen.values())

@@ -23,6 +23,7 @@ residual, computed exactly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -249,6 +250,28 @@ def _max_entropy(sets: np.ndarray, goal: np.ndarray, n: int) -> np.ndarray:
             break
         theta, value, q = theta + size * step, candidate_value, candidate_q
     return q
+
+
+def pool_residual(
+    answers: Mapping[str, Mapping[str, int]], pools: Mapping[str, tuple[list[str], np.ndarray]], k: int
+) -> float:
+    """The unavoidable text-only gain (a fraction) of a split from its answers' counts per pool.
+
+    ``answers`` maps a pool name to answer text -> count; each pool's exact leak (k = 2: for
+    closed questions, which show one name) is weighted by its share of the answers.
+    """
+    total = sum(sum(seen.values()) for seen in answers.values())
+    gain = 0.0
+    for pool, seen in answers.items():
+        if pool not in pools:
+            continue
+        names, excluded = pools[pool]
+        vector = np.array([seen.get(n, 0) for n in names], dtype=np.float64)
+        if vector.sum() <= 0:
+            continue
+        fit = fit_sets(vector, k, excluded)
+        gain += float(vector.sum()) / total * (fit.leak if k > 2 else fit.single_name_leak)
+    return gain
 
 
 @dataclass(frozen=True)

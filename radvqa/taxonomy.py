@@ -133,6 +133,17 @@ class Taxonomy:
         groups = [{t, names.index(o)} for t, n in enumerate(names) for o in spec.conflicts_of(n)]
         return exclusions([self.answer_text(region, n) for n in names], groups, contained)
 
+    def option_pools(self, contained: bool) -> dict[str, tuple[list[str], np.ndarray]]:
+        """Every pool options are drawn from, by name: '' for anatomy (the region names), a region's
+        display name for its pathology answers; each with its exclusion matrix (see ``exclusions``)."""
+        from .distractors import exclusions
+
+        regions = [r.name for r in self.regions.values()]
+        pools = {"": (regions, exclusions(regions, [], contained))}
+        for key, region in self.regions.items():
+            pools[region.name] = ([self.answer_text(key, n) for n in region.pathologies], self.exclusions(key, contained))
+        return pools
+
     def raw_folder_names(self) -> set[str]:
         """Raw folder names that must never appear as a word in generated text.
 
