@@ -369,65 +369,67 @@ def generate_dataset(
         check_output(out, overwrite, owned)
     if splits_file is not None and not Path(splits_file).is_file():
         raise SplitError(f"--splits {splits_file}: not found (write it with `radvqa split`)")
-    table, report = read_source(root, taxonomy, config.split_ratios, with_sizes=True)
-    benchmark: dict[str, Any] = {}
-    require_images(table, report)
-    if splits_file is not None:
-        table, saved_rows, benchmark = choose_benchmark(table, taxonomy, config, Path(root), splits_file)
-        check_benchmark(table, saved_rows, taxonomy, config.benchmark_images)
-        report.images = len(table)  # the images used: those the split file assigns
-        report.per_split = {s: int((table["split"] == s).sum()) for s in (*TRAINING_SPLITS, BENCHMARK, TEST_POOL)}
-    elif not (table["split"] == "test").any():  # an empty test pool: refused before any work
-        check_benchmark(table, np.zeros(0, dtype=np.int64), taxonomy, config.benchmark_images)
-    settings = run_settings(root, config, taxonomy, templates, table, splits_file)
-    if resume:
-        check_resumable(out, settings)
-    else:
-        claim_output(out, overwrite, owned)
-    plans: dict[str, Plan] = {}
-    tasks: list[ShardTask] = []
-    records: dict[str, dict[str, int]] = {c: {} for c in CONFIGS}
-    exchange: dict[str, dict[str, dict[str, float]]] = {}
-    for split in TRAINING_SPLITS:
-        rows = table[table["split"] == split]
-        plans[split] = build_plan(taxonomy, templates, config, split, class_counts(rows, taxonomy))
-        exchange[split] = plans[split].exchange
-        images = image_slice(rows)
-        for name in ("alignment", "instruct"):
-            (out / name).mkdir(exist_ok=True)
-            records[name][split] = len(images) * CONFIGS[name]
-            tasks.extend(shard_tasks(name, split, images, config.shard_size, out))
-
-    def benchmark_tasks() -> tuple[list[ShardTask], Plan]:
-        """Select the benchmark (unless a split file did) and plan its one shard."""
-        if splits_file is None:
-            _, chosen, selection = choose_benchmark(table, taxonomy, config, Path(root), None)
-            check_benchmark(table, chosen, taxonomy, config.benchmark_images)
-            benchmark.update(selection)
-        else:
-            chosen = saved_rows
-        bench = table.iloc[chosen]
-        # Per-slot sets hold the same classes in the same numbers, so one fit is exact for each.
-        plan = build_plan(taxonomy, templates, config, "test", class_counts(bench, taxonomy), "benchmark")
-        images = benchmark_draws(image_slice(bench), config.seed, benchmark_slots(chosen, benchmark))
-        exchange["benchmark"] = plan.exchange
-        (out / "benchmark").mkdir(exist_ok=True)
-        records["benchmark"]["test"] = len(images) * (CONFIGS["benchmark"] if images.slot_of is None else 1)
-        return shard_tasks("benchmark", "test", images, max(1, records["benchmark"]["test"]), out), plan
-
-    planned = [t.path.relative_to(out).as_posix() for t in tasks]
-    planned.append(f"benchmark/{shard_name('test', 0, 1)}")
-    if not resume:  # the run's settings (for --resume) and what it will write (for --overwrite)
-        write_json(out / RUN_FILE, settings | {"files": planned + [CARD, MANIFEST]})
-    # The bar counts train and val records; the benchmark adds about 0.1%.
-    bar = progress(sum(t.count for t in tasks), "generate") if progress else NullProgress()
     folders = [out / name for name in CONFIGS]
-    done = finished_shards(out) if resume else {}
-    if resume:
-        remove_temporaries(folders)
-    rerun = "rerun with --resume to continue, or --overwrite to start again"
-    with bar, Executor(spec, paths=(Path(root), out), temporaries=folders, rerun=rerun) as pool:
-        shards = run_tasks(tasks, plans, pool, bar, later=benchmark_tasks, done=done)
+    # One set of workers checks the copy's files, then writes the shards.
+    with Executor(spec, paths=(Path(root), out), temporaries=folders) as pool:
+        table, report = read_source(root, taxonomy, config.split_ratios, with_sizes=True, executor=pool)
+        benchmark: dict[str, Any] = {}
+        require_images(table, report)
+        if splits_file is not None:
+            table, saved_rows, benchmark = choose_benchmark(table, taxonomy, config, Path(root), splits_file)
+            check_benchmark(table, saved_rows, taxonomy, config.benchmark_images)
+            report.images = len(table)  # the images used: those the split file assigns
+            report.per_split = {s: int((table["split"] == s).sum()) for s in (*TRAINING_SPLITS, BENCHMARK, TEST_POOL)}
+        elif not (table["split"] == "test").any():  # an empty test pool: refused before any work
+            check_benchmark(table, np.zeros(0, dtype=np.int64), taxonomy, config.benchmark_images)
+        settings = run_settings(root, config, taxonomy, templates, table, splits_file)
+        if resume:
+            check_resumable(out, settings)
+        else:
+            claim_output(out, overwrite, owned)
+        plans: dict[str, Plan] = {}
+        tasks: list[ShardTask] = []
+        records: dict[str, dict[str, int]] = {c: {} for c in CONFIGS}
+        exchange: dict[str, dict[str, dict[str, float]]] = {}
+        for split in TRAINING_SPLITS:
+            rows = table[table["split"] == split]
+            plans[split] = build_plan(taxonomy, templates, config, split, class_counts(rows, taxonomy))
+            exchange[split] = plans[split].exchange
+            images = image_slice(rows)
+            for name in ("alignment", "instruct"):
+                (out / name).mkdir(exist_ok=True)
+                records[name][split] = len(images) * CONFIGS[name]
+                tasks.extend(shard_tasks(name, split, images, config.shard_size, out))
+
+        def benchmark_tasks() -> tuple[list[ShardTask], Plan]:
+            """Select the benchmark (unless a split file did) and plan its one shard."""
+            if splits_file is None:
+                _, chosen, selection = choose_benchmark(table, taxonomy, config, Path(root), None)
+                check_benchmark(table, chosen, taxonomy, config.benchmark_images)
+                benchmark.update(selection)
+            else:
+                chosen = saved_rows
+            bench = table.iloc[chosen]
+            # Per-slot sets hold the same classes in the same numbers, so one fit is exact for each.
+            plan = build_plan(taxonomy, templates, config, "test", class_counts(bench, taxonomy), "benchmark")
+            images = benchmark_draws(image_slice(bench), config.seed, benchmark_slots(chosen, benchmark))
+            exchange["benchmark"] = plan.exchange
+            (out / "benchmark").mkdir(exist_ok=True)
+            records["benchmark"]["test"] = len(images) * (CONFIGS["benchmark"] if images.slot_of is None else 1)
+            return shard_tasks("benchmark", "test", images, max(1, records["benchmark"]["test"]), out), plan
+
+        planned = [t.path.relative_to(out).as_posix() for t in tasks]
+        planned.append(f"benchmark/{shard_name('test', 0, 1)}")
+        if not resume:  # the run's settings (for --resume) and what it will write (for --overwrite)
+            write_json(out / RUN_FILE, settings | {"files": planned + [CARD, MANIFEST]})
+        pool.rerun = "rerun with --resume to continue, or --overwrite to start again"
+        # The bar counts train and val records; the benchmark adds about 0.1%.
+        bar = progress(sum(t.count for t in tasks), "generate") if progress else NullProgress()
+        done = finished_shards(out) if resume else {}
+        if resume:
+            remove_temporaries(folders)
+        with bar:
+            shards = run_tasks(tasks, plans, pool, bar, later=benchmark_tasks, done=done)
     result = GenerateResult(
         out=out, source=report, records=records, shards=shards, benchmark=benchmark, exchange=exchange
     )

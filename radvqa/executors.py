@@ -451,9 +451,14 @@ class Executor:
     spec: ExecutorSpec = field(default_factory=ExecutorSpec)
     paths: Sequence[Path] = ()  # must be visible to every worker (ROOT, OUT)
     temporaries: Sequence[Path] = ()  # folders whose temporaries an interrupt removes
-    rerun: str = ""  # advice in the interrupt line, e.g. "rerun with --resume"
+    rerun: str = ""  # advice in the interrupt line, e.g. "rerun with --resume" (set per step)
     _backend: _Backend | None = field(default=None, init=False, repr=False)
     _tokens: int = field(default=0, init=False, repr=False)
+
+    @property
+    def in_process(self) -> bool:
+        """True when tasks run in this process (one local worker): nothing to gain by splitting work."""
+        return self.spec.kind != "dask" and self.spec.workers <= 1
 
     @property
     def per_task(self) -> int:

@@ -198,3 +198,130 @@ def test_dangling_links_and_broken_files_never_become_records(tmp_path: Path, ti
     images = {record["image"] for record in _records(tmp_path / "out")}
     assert f"{rel}/link.png" in images
     assert not {f"{rel}/{name}.png" for name in ("gone", "empty", "text", "folder")} & images
+
+
+# ---- the signature check: every kind of entry, cold first pages, batches on workers ----------
+
+import errno  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+
+from radvqa import source  # noqa: E402
+from radvqa.executors import Executor, ExecutorSpec  # noqa: E402
+from radvqa.sample import placeholder_png  # noqa: E402
+
+
+def _odd_folder(data_dir: Path) -> dict[str, int]:
+    """A class folder holding every kind of entry the walk can meet; name -> expected outcome."""
+    folder = data_dir / "MR" / "knee" / "normal"
+    folder.mkdir(parents=True)
+    png = placeholder_png(7)
+    expected = {}
+    for i in range(5):  # real images around each odd one: a stale buffer would pass them
+        (folder / f"a{i}.png").write_bytes(png)
+        expected[f"a{i}.png"] = len(png)
+    (folder / "b-short.png").write_bytes(png[:3])  # a prefix of the signature, read after a real PNG
+    (folder / "b-text.png").write_text("not a picture\n")
+    (folder / "b-empty.png").write_bytes(b"")
+    (folder / "b-folder.png").mkdir()
+    os.mkfifo(folder / "b-fifo.png")
+    (folder / "b-gone.png").symlink_to("nothing-here.png")
+    (folder / "b-to-folder.png").symlink_to("b-folder.png")
+    (folder / "c-link.png").symlink_to("a0.png")
+    (folder / "d.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(60))
+    (folder / "d-not.jpg").write_bytes(png)  # a PNG named .jpg: the wrong signature for its name
+    expected.update({
+        "b-short.png": 0, "b-text.png": 0, "b-empty.png": 0, "b-folder.png": 0, "b-fifo.png": 0,
+        "b-gone.png": -1, "b-to-folder.png": 0, "c-link.png": len(png), "d.jpg": 64, "d-not.jpg": 0,
+    })
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(folder / "b-socket.png"))
+    expected["b-socket.png"] = 0
+    return expected
+
+
+def _ids(expected: dict[str, int]) -> list[str]:
+    return sorted(f"MR/knee/normal/{name}" for name in expected)
+
+
+def test_image_sizes_knows_every_kind_of_entry(tmp_path: Path) -> None:
+    expected = _odd_folder(tmp_path)
+    listing = source.walk_images(tmp_path)
+    assert listing.images == set(_ids(expected))
+    sizes = source.image_sizes(tmp_path, _ids(expected))
+    assert dict(zip(_ids(expected), sizes.tolist())) == {f"MR/knee/normal/{n}": v for n, v in expected.items()}
+
+
+def test_cold_first_pages_are_read_later_with_the_same_result(tmp_path: Path, monkeypatch) -> None:
+    """Every first page 'not in memory' (RWF_NOWAIT says EAGAIN): files wait in flight, then are read."""
+    expected = _odd_folder(tmp_path)
+    ids = _ids(expected)
+    warm = source.image_sizes(tmp_path, ids)
+    opened: list[int] = []
+    real_open = os.open
+
+    def counting_open(*args, **kwargs):
+        handle = real_open(*args, **kwargs)
+        opened.append(handle)
+        return handle
+
+    def cold(handle, buffers, offset, flags):
+        assert flags == os.RWF_NOWAIT
+        raise BlockingIOError(errno.EAGAIN, "not in the page cache")
+
+    monkeypatch.setattr(source, "_IN_FLIGHT", 3)
+    monkeypatch.setattr(source.os, "preadv", cold)
+    monkeypatch.setattr(source.os, "open", counting_open)
+    assert source.image_sizes(tmp_path, ids).tolist() == warm.tolist()
+    for handle in opened:  # every file closed, the cold ones too
+        with pytest.raises(OSError):
+            os.fstat(handle)
+
+
+def test_a_file_system_without_nowait_reads_blocking(tmp_path: Path, monkeypatch) -> None:
+    expected = _odd_folder(tmp_path)
+    ids = _ids(expected)
+    warm = source.image_sizes(tmp_path, ids)
+    calls = []
+
+    def unsupported(handle, buffers, offset, flags):
+        calls.append(flags)
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(source.os, "preadv", unsupported)
+    assert source.image_sizes(tmp_path, ids).tolist() == warm.tolist()
+    assert len(calls) == 1  # asked once, then plain reads
+
+
+def test_batches_on_two_workers_match_this_process(tmp_path: Path, taxonomy: Taxonomy, monkeypatch) -> None:
+    copy = tmp_path / "copy"
+    write_copy(copy, taxonomy, {cls.index: 30 for cls in taxonomy.classes[:40]}, image_bytes=placeholder_png)
+    data_dir = copy / "radiology_ai"
+    ids = sorted(i for i in source.walk_images(data_dir).images if not i.startswith("US/"))
+    (data_dir / ids[7]).write_text("broken\n")  # one bad file, in the first batch
+    alone = source.check_images(data_dir, ids)
+    monkeypatch.setattr(source, "_BATCH", 100)
+    with Executor(ExecutorSpec(workers=2), paths=(copy,)) as pool:
+        spread = source.check_images(data_dir, ids, pool)
+    assert spread.tolist() == alone.tolist()
+    assert (alone <= 0).sum() == 1 and alone[7] == 0
+
+
+def test_a_folder_that_cannot_be_read_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
+    expected = _odd_folder(tmp_path)
+    folder = tmp_path / "MR" / "knee" / "normal"
+    real_listdir = os.listdir
+
+    def denied(path):
+        if Path(path) == folder:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr(source.os, "listdir", denied)  # as for a non-root user after chmod 0
+    with pytest.raises(SourceError, match=rf"^{folder}: cannot list this folder \(Permission denied\)$"):
+        source.walk_images(tmp_path)
+    monkeypatch.undo()
+    ids = _ids(expected)
+    shutil.rmtree(folder)  # gone between the listing and the check
+    with pytest.raises(SourceError, match=rf"^{folder}: cannot open this folder \(No such file or directory\)$"):
+        source.image_sizes(tmp_path, ids)
