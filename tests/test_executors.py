@@ -187,9 +187,12 @@ def alive(pids: list[int]) -> list[int]:
     return running
 
 
+SHARD = "60"  # records per shard: hundreds of shards, so a signal sent after the first lands mid-run
+
+
 def start_generate(root: Path, out: Path, *extra: str) -> tuple[subprocess.Popen[str], list[int]]:
     """Start a real 2-worker generate; return once it wrote its first shard, with its worker pids."""
-    command = [str(RADVQA), "generate", str(root), "-o", str(out), "--workers", "2", "--shard-size", "300", *extra]
+    command = [str(RADVQA), "generate", str(root), "-o", str(out), "--workers", "2", "--shard-size", SHARD, *extra]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
     while not list(out.glob("*/*.jsonl")):
@@ -208,9 +211,9 @@ def gone(pids: list[int], seconds: float = 5.0) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def reference_300(tmp_path_factory: pytest.TempPathFactory, sample_copy: Path) -> Path:
-    out = tmp_path_factory.mktemp("reference-300") / "out"
-    cli("generate", str(sample_copy), "-o", str(out), "--shard-size", "300", "--quiet")
+def reference_small(tmp_path_factory: pytest.TempPathFactory, sample_copy: Path) -> Path:
+    out = tmp_path_factory.mktemp("reference-small") / "out"
+    cli("generate", str(sample_copy), "-o", str(out), "--shard-size", SHARD, "--quiet")
     return out
 
 
@@ -220,18 +223,23 @@ def reference_300(tmp_path_factory: pytest.TempPathFactory, sample_copy: Path) -
     ids=["ctrl-c-twice-to-the-group", "sigterm"],
 )
 def test_a_signal_stops_generate_cleanly_and_resume_finishes_it(
-    tmp_path: Path, sample_copy: Path, reference_300: Path, signum: int, group: bool, twice: bool
+    tmp_path: Path, sample_copy: Path, reference_small: Path, signum: int, group: bool, twice: bool
 ) -> None:
     out = tmp_path / "out"
     proc, workers = start_generate(sample_copy, out)
+    for pid in workers:  # hold the run mid-way: on a busy machine it could otherwise finish first
+        os.kill(pid, signal.SIGSTOP)
+    assert proc.poll() is None and not (out / "manifest.json").exists()
     send = (lambda: os.killpg(proc.pid, signum)) if group else (lambda: proc.send_signal(signum))
     started = time.monotonic()
     send()
     if twice:
         time.sleep(0.2)
         send()
+    for pid in workers:
+        os.kill(pid, signal.SIGCONT)
     _, err = proc.communicate(timeout=15)
-    assert proc.returncode == 128 + signum and time.monotonic() - started < 10
+    assert proc.returncode == 128 + signum and time.monotonic() - started < 10, err
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted: ") and "shards written; rerun with --resume" in lines[0]
     assert not gone(workers)
@@ -245,8 +253,8 @@ def test_a_signal_stops_generate_cleanly_and_resume_finishes_it(
         assert result.exit_code == 1 and "holds no interrupted run; nothing to resume" in result.output
     # --resume keeps the finished shards and ends with the same dataset as an uninterrupted run
     kept = {p: p.stat().st_mtime_ns for p in out.glob("*/*.jsonl")}
-    cli("generate", str(sample_copy), "-o", str(out), "--shard-size", "300", "--quiet", "--resume")
-    assert dataset_files(out) == dataset_files(reference_300)
+    cli("generate", str(sample_copy), "-o", str(out), "--shard-size", SHARD, "--quiet", "--resume")
+    assert dataset_files(out) == dataset_files(reference_small)
     assert kept and all(p.stat().st_mtime_ns == t for p, t in kept.items())
     assert not (out / ".radvqa-run.json").exists()
 
