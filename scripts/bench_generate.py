@@ -7,8 +7,13 @@ second and peak memory (max RSS of any process of the run). In the same run it t
 a bare loop, on as many processes, that only formats the same number of records of the same
 shape with orjson and writes them (no reading, no sampling, no sha256), and prints the ratio.
 
+With ``--baseline DIR`` (a checkout of an earlier radvqa, e.g. ``git worktree add DIR v0.1``)
+the same generate of that version is timed too, alternating with this one in each round, and
+the ratio printed: the figure behind "within 10% of before".
+
     python scripts/bench_generate.py                 # full scale, --workers 1 and 2
     python scripts/bench_generate.py --scale 0.1 --workers 2
+    python scripts/bench_generate.py --keep /tmp/copy --workers 2 --rounds 3 --baseline /tmp/radvqa-0.1
 """
 
 from __future__ import annotations
@@ -97,10 +102,11 @@ def floor(records: int, workers: int, folder: Path) -> float:
     return wall
 
 
-def run(cmd: list[str]) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in MB of any of its processes)."""
+def run(cmd: list[str], checkout: Path | None = None) -> tuple[float, float]:
+    """Run a command (importing radvqa from ``checkout`` if given); return (wall seconds, peak RSS in MB)."""
+    env = None if checkout is None else {**os.environ, "PYTHONPATH": str(checkout)}
     start = time.perf_counter()
-    process = subprocess.Popen(cmd)
+    process = subprocess.Popen(cmd, cwd=checkout, env=env)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -108,11 +114,27 @@ def run(cmd: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
+def generate(root: Path, out: Path, workers: int, checkout: Path | None) -> tuple[float, float, int]:
+    """Time one ``radvqa generate`` into ``out`` (removed after); (wall s, peak RSS MB, records)."""
+    import orjson
+
+    wall, peak = run(
+        [sys.executable, "-m", "radvqa.cli", "generate", str(root), "-o", str(out), "--workers", str(workers), "--quiet"],
+        checkout,
+    )
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    records = sum(n for splits in manifest["records"].values() for n in splits.values())
+    shutil.rmtree(out)
+    return wall, peak, records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the real class sizes")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts to time")
     parser.add_argument("--keep", type=Path, help="build the copy here and keep it (reused if present)")
+    parser.add_argument("--rounds", type=int, default=1, help="timings per worker count")
+    parser.add_argument("--baseline", type=Path, help="a checkout of an earlier radvqa to time alongside")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="radvqa-bench-"))
@@ -125,22 +147,22 @@ def main() -> None:
             realistic_sizes(root)
             print(f"built copy: {sum(counts.values()):,} images in {time.perf_counter() - start:.1f} s")
         for workers in (int(w) for w in args.workers.split(",")):
-            out = tmp / f"out-{workers}"
-            wall, peak = run(
-                [sys.executable, "-m", "radvqa.cli", "generate", str(root), "-o", str(out),
-                 "--workers", str(workers), "--quiet"]
-            )
-            import orjson
-
-            manifest = orjson.loads((out / "manifest.json").read_bytes())
-            records = sum(n for splits in manifest["records"].values() for n in splits.values())
-            bare = floor(records, workers, tmp)
-            print(
-                f"workers={workers}: {wall:.1f} s wall, {records:,} records, "
-                f"{records / wall:,.0f} records/s, peak RSS {peak:,.0f} MB; "
-                f"floor (format and write only) {bare:.1f} s, ratio {wall / bare:.2f}x"
-            )
-            shutil.rmtree(out)
+            for round_ in range(args.rounds):
+                before = 0.0
+                if args.baseline and round_ % 2:  # alternate which version meets the warmer cache
+                    before, _, _ = generate(root, tmp / f"out-{workers}", workers, args.baseline.resolve())
+                wall, peak, records = generate(root, tmp / f"out-{workers}", workers, None)
+                if args.baseline and not round_ % 2:
+                    before, _, _ = generate(root, tmp / f"out-{workers}", workers, args.baseline.resolve())
+                bare = floor(records, workers, tmp)
+                line = (
+                    f"workers={workers}: {wall:.1f} s wall, {records:,} records, "
+                    f"{records / wall:,.0f} records/s, peak RSS {peak:,.0f} MB; "
+                    f"floor (format and write only) {bare:.1f} s, ratio {wall / bare:.2f}x"
+                )
+                if args.baseline:
+                    line += f"; baseline {before:.1f} s, this / baseline {wall / before:.2f}x"
+                print(line, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
