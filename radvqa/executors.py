@@ -352,13 +352,17 @@ class _Dask(_Backend):
         self._done = as_completed(loop=self._client.loop, with_results=True, raise_errors=False)
         self._futures: dict[Any, int] = {}
         self._shared: dict[int, Any] = {}
+        self._objects: dict[int, Any] = {}
 
     def share(self, token: int, shared: Any) -> None:
+        self._objects[token] = shared
         self._shared[token] = self._client.scatter(shared, broadcast=True, hash=False)
 
     def submit(self, key: int, fn: Callable[[Any, Any], Any], token: int, task: Any, paths: Sequence[str]) -> None:
         with warnings.catch_warnings():  # a shard's image list is its task: large by design
             warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+            if _lost(self._shared[token]):  # lost with a dead worker: retries would be cancelled
+                self._shared[token] = self._client.scatter(self._objects[token], broadcast=True, hash=False)
             future = self._client.submit(call, fn, self._shared[token], task, tuple(paths), pure=False)
         self._futures[future] = key
         self._done.add(future)
@@ -382,6 +386,14 @@ class _Dask(_Backend):
                 self._cluster.close(timeout=timeout)
         except Exception:  # noqa: BLE001 - best effort: a LocalCluster's workers exit with this process
             pass
+
+
+def _lost(scattered: Any) -> bool:
+    """Whether a scattered object (a future, or a dict or list of them: scatter splits those) is gone."""
+    if isinstance(scattered, dict):
+        scattered = list(scattered.values())
+    futures = scattered if isinstance(scattered, list) else [scattered]
+    return any(getattr(future, "status", "finished") != "finished" for future in futures)
 
 
 # --- the one loop ---------------------------------------------------------------------------
