@@ -488,10 +488,10 @@ class Executor:
         if self._backend is None:
             if self.spec.kind == "dask":
                 self._backend = _Dask(self.spec)
-            elif self.spec.workers > 1:
-                self._backend = _LocalPool(self.spec.workers)
-            else:
+            elif self.in_process:
                 self._backend = _InProcess()
+            else:
+                self._backend = _LocalPool(self.spec.workers)
         return self._backend
 
     def close(self, abort: bool = False) -> None:

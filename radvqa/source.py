@@ -141,6 +141,7 @@ _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _DANGLING, _NOT_AN_IMAGE = -1, 0  # sizes that are outcomes
 NOT_AN_IMAGE = "not an image file (empty, wrong signature or not a regular file)"
 DANGLING = "dangling link"
+_OUTCOMES = ((_NOT_AN_IMAGE, NOT_AN_IMAGE), (_DANGLING, DANGLING))
 FOLDER_LINK = "folder link not followed (a loop would list the copy again)"
 BAD_NAME = "name is not valid UTF-8 (shown escaped)"
 
@@ -170,7 +171,7 @@ def walk_images(data_dir: Path) -> Listing:
     as listed; whether it is a regular file is checked when it is opened, by the few calls
     that read its signature anyway. Other names are looked at (lstat) to find subfolders.
     """
-    problems: dict[str, list[str]] = {NOT_AN_IMAGE: [], DANGLING: [], FOLDER_LINK: [], BAD_NAME: []}
+    problems: dict[str, list[str]] = {FOLDER_LINK: [], BAD_NAME: []}
     images: set[str] = set()
     for modality in ("CT", "MR", "US"):
         top = data_dir / modality
@@ -264,7 +265,7 @@ def image_sizes(data_dir: Path, ids: Sequence[str]) -> np.ndarray:
                     os.close(handle)
                 continue
             os.close(handle)
-            if head[:count].startswith(SIGNATURES[name[name.rfind(".") :].lower()]):
+            if _signed(name, head[:count]):
                 sizes[position] = status.st_size
         while cold:
             _finish(sizes, *cold.popleft())
@@ -285,12 +286,8 @@ def check_images(data_dir: Path, ids: list[str], executor: Executor | None = Non
         return image_sizes(data_dir, ids)
     count = min(max(1, len(ids) // _BATCH), _BATCHES_PER_WORKER * executor.spec.workers)
     edges = [len(ids) * i // count for i in range(count + 1)]
-    job = Job(_check_batch, [(i, ids[edges[i] : edges[i + 1]]) for i in range(count)], str(data_dir), unit="image batches checked")
+    job = Job(image_sizes, [(i, ids[edges[i] : edges[i + 1]]) for i in range(count)], data_dir, unit="image batches checked")
     return np.concatenate(run_tasks(executor, job))
-
-
-def _check_batch(data_dir: str, ids: list[str]) -> np.ndarray:
-    return image_sizes(Path(data_dir), ids)
 
 
 _BATCH = 20_000  # fewest images worth a task of their own
@@ -330,8 +327,13 @@ def _finish(sizes: list[int], position: int, handle: int, name: str, size: int) 
         head = b""
     finally:
         os.close(handle)
-    if head.startswith(SIGNATURES[name[name.rfind(".") :].lower()]):
+    if _signed(name, head):
         sizes[position] = size
+
+
+def _signed(name: str, head: bytes | bytearray) -> bool:
+    """Whether a file's first bytes are the signature its suffix promises."""
+    return head.startswith(SIGNATURES[name[name.rfind(".") :].lower()])
 
 
 def path_hash(ids: list[str] | pd.Series) -> np.ndarray:
@@ -387,12 +389,11 @@ def read_source(
     ids = [ids[i] for i in order]
     # Only the images that would become rows are opened: not ultrasound, not unlisted files.
     sizes = check_images(layout.data_dir, ids, executor)
-    for outcome, reason in ((_DANGLING, DANGLING), (_NOT_AN_IMAGE, NOT_AN_IMAGE)):
-        listing.problems[reason].extend(compress(ids, (sizes == outcome).tolist()))
-    for reason, items in listing.problems.items():
+    checked = {reason: list(compress(ids, (sizes == outcome).tolist())) for outcome, reason in _OUTCOMES}
+    for reason, items in (checked | listing.problems).items():
         report.skip(reason, sorted(items))
-    usable = (sizes > 0).tolist()
-    ids, order, sizes = list(compress(ids, usable)), list(compress(order, usable)), sizes[sizes > 0]
+    usable = sizes > 0
+    ids, order, sizes = list(compress(ids, usable.tolist())), list(compress(order, usable.tolist())), sizes[usable]
     codes = np.asarray(classes, dtype=np.int64)[order] if order else np.zeros(0, dtype=np.int64)
     # Object columns: converting 1M strings to pandas' string dtype costs more than it saves.
     table = pd.DataFrame(

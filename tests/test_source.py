@@ -235,7 +235,12 @@ def _odd_folder(data_dir: Path) -> dict[str, int]:
         "b-gone.png": -1, "b-to-folder.png": 0, "c-link.png": len(png), "d.jpg": 64, "d-not.jpg": 0,
     })
     with socket.socket(socket.AF_UNIX) as server:
-        server.bind(str(folder / "b-socket.png"))
+        here = os.getcwd()
+        os.chdir(folder)  # a relative name: a socket path may not exceed 108 bytes
+        try:
+            server.bind("b-socket.png")
+        finally:
+            os.chdir(here)
     expected["b-socket.png"] = 0
     return expected
 
