@@ -203,6 +203,14 @@ def start_generate(root: Path, out: Path, *extra: str) -> tuple[subprocess.Popen
     return proc, workers
 
 
+def _signal_masks(pid: int) -> list[str]:
+    """The SigPnd/ShdPnd/SigBlk/SigIgn/SigCgt lines of a process (/proc/PID/status)."""
+    try:
+        return [line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line[:3] in ("Sig", "Shd")]
+    except OSError:
+        return []
+
+
 def gone(pids: list[int], seconds: float = 5.0) -> list[int]:
     deadline = time.monotonic() + seconds
     while alive(pids) and time.monotonic() < deadline:
@@ -236,10 +244,11 @@ def test_a_signal_stops_generate_cleanly_and_resume_finishes_it(
     if twice:
         time.sleep(0.2)
         send()
+    masks = _signal_masks(proc.pid)  # for the failure message: pending, blocked or ignored once sent
     for pid in workers:
         os.kill(pid, signal.SIGCONT)
     _, err = proc.communicate(timeout=15)
-    assert proc.returncode == 128 + signum and time.monotonic() - started < 10, err
+    assert proc.returncode == 128 + signum and time.monotonic() - started < 10, (masks, err[-300:])
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted: ") and "shards written; rerun with --resume" in lines[0]
     assert not gone(workers)
