@@ -238,6 +238,7 @@ def test_a_signal_stops_generate_cleanly_and_resume_finishes_it(
     for pid in workers:  # hold the run mid-way: on a busy machine it could otherwise finish first
         os.kill(pid, signal.SIGSTOP)
     assert proc.poll() is None and not (out / "manifest.json").exists()
+    before = (signal.getsignal(signal.SIGINT), _signal_masks(proc.pid))
     send = (lambda: os.killpg(proc.pid, signum)) if group else (lambda: proc.send_signal(signum))
     started = time.monotonic()
     send()
@@ -248,7 +249,7 @@ def test_a_signal_stops_generate_cleanly_and_resume_finishes_it(
     for pid in workers:
         os.kill(pid, signal.SIGCONT)
     _, err = proc.communicate(timeout=15)
-    assert proc.returncode == 128 + signum and time.monotonic() - started < 10, (masks, err[-300:])
+    assert proc.returncode == 128 + signum and time.monotonic() - started < 10, (before, masks, err[-300:])
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted: ") and "shards written; rerun with --resume" in lines[0]
     assert not gone(workers)
