@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from dicom_helpers import bundled, ct_file, linear_grey, percentile_grey, quadrants, window_grey
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -113,6 +115,34 @@ def test_blank_slices_are_refused(tmp_path: Path) -> None:
     air[0, 0] = -990.0
     with pytest.raises(BlankSlice):
         grey_of(ct_file(tmp_path / "air.dcm", air), ct_params())
+
+
+def test_bone_only_is_blank_though_lower_stored_values_would_differ(tmp_path: Path) -> None:
+    bone = np.full((16, 16), 1000.0)  # stored values far above 0: the table starts at 0
+    bone[0, 0] = 1010.0
+    with pytest.raises(BlankSlice, match="single grey level"):
+        grey_of(ct_file(tmp_path / "bone.dcm", bone), ct_params())
+
+
+def _view(intercept: int) -> Dataset:
+    view = Dataset()
+    view.PhotometricInterpretation, view.BitsStored, view.PixelRepresentation = "MONOCHROME2", 16, 1
+    view.RescaleSlope, view.RescaleIntercept = 1, intercept
+    return view
+
+
+@given(st.integers(-3000, 4000), st.integers(0, 600), st.sampled_from([-1024, 0]), st.integers(0, 2**32 - 1))
+def test_integer_frames_give_the_grey_of_the_direct_float_pass(low: int, span: int, intercept: int, seed: int) -> None:
+    """The lookup table (from stored 0, or from the lowest value when one is negative) changes nothing."""
+    frame = np.random.default_rng(seed).integers(low, low + span + 1, size=(8, 8)).astype(np.int16)
+    view, params = _view(intercept), ct_params()
+    try:
+        expected = to_grey(frame.astype(np.float64), view, params)
+    except BlankSlice:
+        with pytest.raises(BlankSlice):
+            to_grey(frame, view, params)
+        return
+    assert np.array_equal(to_grey(frame, view, params), expected)
 
 
 def test_square_resize_pads_and_keeps_size() -> None:
