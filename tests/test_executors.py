@@ -20,6 +20,9 @@ from dicom_helpers import ct_file, write_labels
 from radvqa.cli import app
 from radvqa.errors import MissingDependencyError, SourceError
 from radvqa.executors import Executor, ExecutorSpec, Job, TaskError, run_tasks
+from radvqa.sample import build_sample
+from radvqa.taxonomy import Taxonomy
+from radvqa.writers import RUN_FILE
 
 runner = CliRunner()
 RADVQA = Path(sys.executable).parent / "radvqa"
@@ -187,7 +190,7 @@ def alive(pids: list[int]) -> list[int]:
     return running
 
 
-SHARD = "60"  # records per shard: hundreds of shards, so a signal sent after the first lands mid-run
+SHARD = "30"  # records per shard: thousands of shards (about 2 s of work), so a signal sent after the first lands mid-run
 
 
 def start_generate(root: Path, out: Path, *extra: str) -> tuple[subprocess.Popen[str], list[int]]:
@@ -219,10 +222,24 @@ def gone(pids: list[int], seconds: float = 5.0) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def reference_small(tmp_path_factory: pytest.TempPathFactory, sample_copy: Path) -> Path:
+def signal_copy(tmp_path_factory: pytest.TempPathFactory, taxonomy: Taxonomy) -> Path:
+    """The sample with 60 images per class: its shards take long enough to be held mid-run."""
+    root = tmp_path_factory.mktemp("signal-copy")
+    build_sample(root, taxonomy, images_per_class=60)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference_small(tmp_path_factory: pytest.TempPathFactory, signal_copy: Path) -> Path:
     out = tmp_path_factory.mktemp("reference-small") / "out"
-    cli("generate", str(sample_copy), "-o", str(out), "--shard-size", SHARD, "--quiet")
+    cli("generate", str(signal_copy), "-o", str(out), "--shard-size", SHARD, "--quiet")
     return out
+
+
+def shards_left(out: Path) -> int:
+    """Planned shards (the run file) not yet on disk: above 0 while a run is really mid-way."""
+    planned = orjson.loads((out / RUN_FILE).read_bytes())["files"]
+    return sum(1 for name in planned if name.endswith(".jsonl") and not (out / name).exists())
 
 
 @pytest.mark.parametrize(
@@ -231,13 +248,15 @@ def reference_small(tmp_path_factory: pytest.TempPathFactory, sample_copy: Path)
     ids=["ctrl-c-twice-to-the-group", "sigterm"],
 )
 def test_a_signal_stops_generate_cleanly_and_resume_finishes_it(
-    tmp_path: Path, sample_copy: Path, reference_small: Path, signum: int, group: bool, twice: bool
+    tmp_path: Path, signal_copy: Path, reference_small: Path, signum: int, group: bool, twice: bool
 ) -> None:
     out = tmp_path / "out"
-    proc, workers = start_generate(sample_copy, out)
+    proc, workers = start_generate(signal_copy, out)
     for pid in workers:  # hold the run mid-way: on a busy machine it could otherwise finish first
         os.kill(pid, signal.SIGSTOP)
-    assert proc.poll() is None and not (out / "manifest.json").exists()
+    # Really mid-way: a signal after the last shard would meet the workers' shutdown, when the
+    # parent ignores signals on purpose, and the run would rightly finish.
+    assert proc.poll() is None and shards_left(out) > 0, "the run wrote every shard before its workers were held"
     before = (signal.getsignal(signal.SIGINT), _signal_masks(proc.pid))
     send = (lambda: os.killpg(proc.pid, signum)) if group else (lambda: proc.send_signal(signum))
     started = time.monotonic()
@@ -256,21 +275,21 @@ def test_a_signal_stops_generate_cleanly_and_resume_finishes_it(
     assert not (out / "manifest.json").exists() and not (out / "README.md").exists()
     assert not list(out.rglob(".*tmp*"))
     if signum == signal.SIGTERM:  # --resume checks the settings
-        result = runner.invoke(app, ["generate", str(sample_copy), "-o", str(out), "--resume", "--seed", "7"])
+        result = runner.invoke(app, ["generate", str(signal_copy), "-o", str(out), "--resume", "--seed", "7"])
         assert result.exit_code == 1
         assert "the interrupted run used other settings (config); pass --overwrite" in result.output
-        result = runner.invoke(app, ["generate", str(sample_copy), "-o", str(tmp_path / "new"), "--resume"])
+        result = runner.invoke(app, ["generate", str(signal_copy), "-o", str(tmp_path / "new"), "--resume"])
         assert result.exit_code == 1 and "holds no interrupted run; nothing to resume" in result.output
     # --resume keeps the finished shards and ends with the same dataset as an uninterrupted run
     kept = {p: p.stat().st_mtime_ns for p in out.glob("*/*.jsonl")}
-    cli("generate", str(sample_copy), "-o", str(out), "--shard-size", SHARD, "--quiet", "--resume")
+    cli("generate", str(signal_copy), "-o", str(out), "--shard-size", SHARD, "--quiet", "--resume")
     assert dataset_files(out) == dataset_files(reference_small)
     assert kept and all(p.stat().st_mtime_ns == t for p, t in kept.items())
-    assert not (out / ".radvqa-run.json").exists()
+    assert not (out / RUN_FILE).exists()
 
 
-def test_kill_9_of_generate_leaves_no_worker_behind(tmp_path: Path, sample_copy: Path) -> None:
-    proc, workers = start_generate(sample_copy, tmp_path / "out")
+def test_kill_9_of_generate_leaves_no_worker_behind(tmp_path: Path, signal_copy: Path) -> None:
+    proc, workers = start_generate(signal_copy, tmp_path / "out")
     proc.kill()
     proc.communicate(timeout=15)
     assert not gone(workers)
