@@ -7,10 +7,10 @@ distinct content (so duplicate detection sees a realistic copy), except the plan
 from __future__ import annotations
 
 import io
-import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,10 @@ def split_of(position: int, count: int, shares: tuple[float, float] = SAMPLE_SHA
     return "train"
 
 
+# A planned file: its path under radiology_ai/ and its bytes, made only when it is written.
+_Planned = tuple[str, Callable[[], bytes]]
+
+
 def write_copy(
     dest: Path,
     taxonomy: Taxonomy,
@@ -77,21 +81,32 @@ def write_copy(
     image_bytes: Callable[[int], bytes] = png_bytes,
     quirks: bool = True,
     shares: tuple[float, float] = SAMPLE_SHARES,
+    record: Callable[[list[str]], None] | None = None,
 ) -> Quirks | None:
-    """Write ``dest/radiology_ai/...`` and the three CSVs; ``counts`` maps class index -> images."""
+    """Write ``dest/radiology_ai/...`` and the three CSVs; ``counts`` maps class index -> images.
+
+    ``record`` is given every path (relative to ``dest``) before the first file is written, so
+    that a build stopped part-way still says what it wrote.
+    """
     data = dest / TOP_FOLDER
     rows: dict[str, list[tuple[str, str]]] = {s: [] for s in CSV_NAMES}
+    planned: list[_Planned] = []
     serial = 0
     for cls in taxonomy.classes:
-        folder = data / cls.modality / cls.anatomy / cls.pathology
-        folder.mkdir(parents=True, exist_ok=True)
         n = counts.get(cls.index, 0)
         for position in range(n):
             name = f"{cls.anatomy}-{cls.pathology}{position:06d}.png"
-            (folder / name).write_bytes(image_bytes(serial))
+            planned.append((f"{cls.folder}/{name}", partial(image_bytes, serial)))
             serial += 1
             rows[split_of(position, n, shares)].append((f"{TOP_FOLDER}/{cls.folder}/{name}", cls.label))
-    planted = _plant_quirks(data, taxonomy, rows, image_bytes, serial) if quirks else None
+    planted = _plant_quirks(planned, rows, image_bytes, serial) if quirks else None
+    if record is not None:
+        record(sorted(f"{TOP_FOLDER}/{rel}" for rel, _ in planned) + list(CSV_NAMES.values()))
+    for cls in taxonomy.classes:
+        (data / cls.folder).mkdir(parents=True, exist_ok=True)
+    for rel, content in planned:
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(content())
     for split, name in CSV_NAMES.items():
         lines = ["filename,label"] + [f"{path},{label}" for path, label in rows[split]]
         (dest / name).write_text("\n".join(lines) + "\n")
@@ -99,17 +114,17 @@ def write_copy(
 
 
 def _plant_quirks(
-    data: Path,
-    taxonomy: Taxonomy,
+    planned: list[_Planned],
     rows: dict[str, list[tuple[str, str]]],
     image_bytes: Callable[[int], bytes],
     serial: int,
 ) -> Quirks:
+    def plan(rel: str, content: Callable[[], bytes]) -> None:
+        planned.append((rel, content))
+
     # Ultrasound: two-level folders, listed in the CSVs, skipped by the reader.
     for i, label in enumerate(ULTRASOUND_CLASSES):
-        folder = data / "US" / label.split("/")[1]
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"us{i:06d}.png").write_bytes(image_bytes(serial + 100 + i))
+        plan(f"US/{label.split('/')[1]}/us{i:06d}.png", partial(image_bytes, serial + 100 + i))
         rows["train"].append((f"{TOP_FOLDER}/US/{label.split('/')[1]}/us{i:06d}.png", label.replace("/", "-")))
     # A CSV row whose file is missing.
     missing = f"{TOP_FOLDER}/CT/abd/liver_lesion/abd-liver_lesion999999.png"
@@ -117,30 +132,29 @@ def _plant_quirks(
     # The same file name in two class folders (different content).
     shared = ("MR/hip/labral_pathology/shared000001.png", "MR/shoulder/labral_pathology/shared000001.png")
     for i, rel in enumerate(shared):
-        (data / rel).write_bytes(image_bytes(serial + 200 + i))
+        plan(rel, partial(image_bytes, serial + 200 + i))
         rows["train"].append((f"{TOP_FOLDER}/{rel}", rel.split("/")[1] + "-labral_pathology"))
     # A byte-identical image filed under two pathologies: one copy in train, one in test.
     identical = ("MR/knee/meniscal_abnormality/dup000001.png", "MR/knee/acl_pathology/dup000001.png")
     for rel in identical:
-        (data / rel).write_bytes(image_bytes(serial + 300))
+        plan(rel, partial(image_bytes, serial + 300))
     rows["train"].append((f"{TOP_FOLDER}/{identical[0]}", "knee-meniscal_abnormality"))
     rows["test"].append((f"{TOP_FOLDER}/{identical[1]}", "knee-acl_pathology"))
     # A blank (constant) image in the test split.
     blank = "CT/lung/Nodule/lung-Nodule-blank000001.png"
-    (data / blank).write_bytes(png_bytes(0, blank=True))
+    plan(blank, partial(png_bytes, 0, blank=True))
     rows["test"].append((f"{TOP_FOLDER}/{blank}", "lung-Nodule"))
     # A CSV label that disagrees with its folder.
     wrong = "MR/af/Plantar_plate_tear/af-Plantar_plate_tear-mislabelled.png"
-    (data / wrong).write_bytes(image_bytes(serial + 400))
+    plan(wrong, partial(image_bytes, serial + 400))
     rows["train"].append((f"{TOP_FOLDER}/{wrong}", "af-normal"))
     # A class folder that is not in the taxonomy.
     unknown = "MR/knee/mystery_finding/knee-mystery000001.png"
-    (data / unknown).parent.mkdir(parents=True, exist_ok=True)
-    (data / unknown).write_bytes(image_bytes(serial + 500))
+    plan(unknown, partial(image_bytes, serial + 500))
     rows["train"].append((f"{TOP_FOLDER}/{unknown}", "knee-mystery_finding"))
     # A path written relative to radiology_ai/ (some users' CSVs), with a Windows separator.
     short = "MR/spine/foraminal_pathlogy/spine-foraminal_pathlogy-short.png"
-    (data / short).write_bytes(image_bytes(serial + 600))
+    plan(short, partial(image_bytes, serial + 600))
     rows["val"].append((short.replace("/", "\\"), "spine-foraminal_pathlogy"))
     return Quirks(missing, shared, identical, blank, wrong, unknown, short)
 
@@ -156,14 +170,14 @@ def build_sample(dest: Path, taxonomy: Taxonomy, images_per_class: int = 10, see
     dest = Path(dest)
     rng = random.Random(seed)
     counts = {c.index: max(3, images_per_class + rng.randint(-2, 2)) for c in taxonomy.classes}
-    planted = write_copy(dest, taxonomy, counts)
-    files = [
-        Path(folder, name).relative_to(dest).as_posix()
-        for folder, _, names in os.walk(dest / TOP_FOLDER)
-        for name in names
-    ]
-    write_json(dest / SAMPLE_RECORD, {"format": "radvqa-sample", "files": sorted(files) + list(CSV_NAMES.values())})
+    planted = write_copy(dest, taxonomy, counts, record=partial(_write_record, dest))
     return planted
+
+
+def _write_record(dest: Path, files: list[str]) -> None:
+    """The sample's record, written before its files: a build stopped part-way is still ours."""
+    dest.mkdir(parents=True, exist_ok=True)
+    write_json(dest / SAMPLE_RECORD, {"format": "radvqa-sample", "files": files})
 
 
 def sample_files(dest: Path) -> list[str] | None:

@@ -8,6 +8,9 @@ folder must go, a dangling link.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from typer.testing import CliRunner
 from radvqa.cli import app
 from radvqa.errors import OutputError
 from radvqa.ownership import claim_output, safe_relative
+from radvqa.sample import SAMPLE_RECORD
 from radvqa.writers import write_json
 
 runner = CliRunner()
@@ -99,6 +103,28 @@ def test_make_sample_overwrite_and_images_per_class(tmp_path: Path) -> None:
         code, output = run("make-sample", tmp_path / f"bad{bad}", "--images-per-class", bad)
         assert code == 1 and output == f"ERROR: --images-per-class must be at least 1, not {bad}\n"
         assert not (tmp_path / f"bad{bad}").exists()
+
+
+def test_make_sample_killed_part_way_is_still_its_own_to_overwrite(tmp_path: Path) -> None:
+    dest = tmp_path / "sample"
+    command = [str(Path(sys.executable).with_name("radvqa")), "make-sample", str(dest), "--images-per-class", "150"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(list(dest.glob("radiology_ai/CT/*/*/*.png"))) < 50:  # part-way: some images written
+        assert proc.poll() is None and time.monotonic() < deadline, "make-sample finished before it could be killed"
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait(timeout=15)
+    assert not (dest / "RadiologyAI_test.csv").exists()  # really stopped part-way
+    recorded = json.loads((dest / SAMPLE_RECORD).read_text())["files"]
+    assert {p.relative_to(dest).as_posix() for p in dest.rglob("*.png")} < set(recorded)
+    code, output = run("make-sample", dest)  # the record says the folder is ours: --overwrite may replace it
+    assert code == 1 and "pass --overwrite" in output
+    code, output = run("make-sample", dest, "--overwrite", "--images-per-class", "3")
+    assert code == 0, output
+    fresh = tmp_path / "fresh"
+    assert run("make-sample", fresh, "--images-per-class", "3")[0] == 0
+    assert tree(dest) == tree(fresh)
 
 
 def test_generate_sample_overwrite_replaces_its_own_copy(tmp_path: Path) -> None:
