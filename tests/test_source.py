@@ -330,3 +330,48 @@ def test_a_folder_that_cannot_be_read_is_one_clear_error(tmp_path: Path, monkeyp
     shutil.rmtree(folder)  # gone between the listing and the check
     with pytest.raises(SourceError, match=rf"^{folder}: cannot open this folder \(No such file or directory\)$"):
         source.image_sizes(tmp_path, ids)
+
+
+# --- the cache of verified files (radvqa.file_cache) ---------------------------------------
+
+import time  # noqa: E402
+
+from radvqa import file_cache  # noqa: E402
+
+
+def test_a_rerun_opens_only_files_changed_since_they_were_verified(tmp_path: Path, taxonomy: Taxonomy, monkeypatch) -> None:
+    copy = tmp_path / "copy"
+    write_copy(copy, taxonomy, {cls.index: 5 for cls in taxonomy.classes[:20]}, image_bytes=placeholder_png, quirks=False)
+    data_dir = copy / "radiology_ai"
+    first, _ = source.read_source(copy, taxonomy, {"train": 0.8, "val": 0.1, "test": 0.1}, with_sizes=True)
+    assert file_cache.cache_path(data_dir).is_file() and str(data_dir) not in str(file_cache.cache_path(data_dir))
+    opened: list[str] = []
+    real = source.image_sizes
+
+    def counting(data_dir, ids, stats=None):
+        opened.extend(ids)
+        return real(data_dir, ids, stats)
+
+    monkeypatch.setattr(source, "image_sizes", counting)
+    again, _ = source.read_source(copy, taxonomy, {"train": 0.8, "val": 0.1, "test": 0.1}, with_sizes=True)
+    assert opened == [] and again.equals(first)
+    # Same size, same modification time, other bytes: the change time still moved.
+    victim = first["image_id"].iloc[3]
+    path = data_dir / victim
+    before = path.stat()
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    path.write_bytes(b"x" * before.st_size)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    third, report = source.read_source(copy, taxonomy, {"train": 0.8, "val": 0.1, "test": 0.1}, with_sizes=True)
+    assert opened == [victim] and victim not in set(third["image_id"]) and len(third) == len(first) - 1
+    assert report.skipped[source.NOT_AN_IMAGE] == 1
+
+
+def test_a_cache_that_cannot_be_written_is_no_error(tmp_path: Path, taxonomy: Taxonomy, monkeypatch) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    copy = tmp_path / "copy"
+    write_copy(copy, taxonomy, {cls.index: 3 for cls in taxonomy.classes[:5]}, image_bytes=placeholder_png, quirks=False)
+    table, _ = source.read_source(copy, taxonomy, {"train": 0.8, "val": 0.1, "test": 0.1})
+    assert len(table) == 15 and blocker.read_text() == "x"
