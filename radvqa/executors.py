@@ -356,13 +356,20 @@ class _Dask(_Backend):
 
     def share(self, token: int, shared: Any) -> None:
         self._objects[token] = shared
-        self._shared[token] = self._client.scatter(shared, broadcast=True, hash=False)
+        self._shared[token] = self._scatter(shared)
+
+    def _scatter(self, shared: Any) -> Any:
+        """One copy of ``shared`` on every worker; while workers come and go, one copy anywhere."""
+        try:
+            return self._client.scatter(shared, broadcast=True, hash=False)
+        except ValueError:  # "Can not use replicate to delete data": the worker count changed meanwhile
+            return self._client.scatter(shared, hash=False)
 
     def submit(self, key: int, fn: Callable[[Any, Any], Any], token: int, task: Any, paths: Sequence[str]) -> None:
         with warnings.catch_warnings():  # a shard's image list is its task: large by design
             warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
             if _lost(self._shared[token]):  # lost with a dead worker: retries would be cancelled
-                self._shared[token] = self._client.scatter(self._objects[token], broadcast=True, hash=False)
+                self._shared[token] = self._scatter(self._objects[token])
             future = self._client.submit(call, fn, self._shared[token], task, tuple(paths), pure=False)
         self._futures[future] = key
         self._done.add(future)

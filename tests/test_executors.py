@@ -124,6 +124,27 @@ def test_dask_generate_matches_local_despite_a_fault(
     assert not list(out.rglob(".*tmp*")) and not (out / ".radvqa-run.json").exists()
 
 
+def test_dask_generate_survives_a_refused_broadcast(
+    tmp_path: Path, sample_copy: Path, reference: Path, dask_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While workers come and go the scheduler can refuse to replicate; one copy of the shared data does."""
+    from distributed import Client
+
+    real, refused = Client.scatter, []
+
+    def scatter(self, data, *args, broadcast=False, **kwargs):
+        if broadcast:
+            refused.append(1)
+            raise ValueError("Can not use replicate to delete data")  # distributed's own words
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "scatter", scatter)
+    out = tmp_path / "out"
+    cli("generate", str(sample_copy), "-o", str(out), "--shard-size", "3000", "--quiet",
+        "--executor", "dask", "--scheduler", dask_cluster)
+    assert refused and dataset_files(out) == dataset_files(reference)
+
+
 def test_dask_validate_report_matches_local(tmp_path: Path, sample_dataset: Path, dask_cluster: str) -> None:
     reports = {}
     dask = ["--executor", "dask", "--scheduler", dask_cluster, "--workers", "2"]
