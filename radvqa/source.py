@@ -235,11 +235,8 @@ def image_sizes(data_dir: Path, ids: Sequence[str], stats: list[tuple[int, ...]]
         for position, image_id in enumerate(ids):
             cut = image_id.rfind("/")
             if image_id[:cut] != folder:
-                if descriptor >= 0:
-                    os.close(descriptor)
-                    descriptor = -1
                 folder, cold_folder = image_id[:cut], not nowait
-                descriptor = _open_folder(data_dir / folder)
+                descriptor = _reopen(descriptor, data_dir / folder)
             name = image_id[cut + 1 :]
             handle = _open_file(name, descriptor)
             if handle < 0:
@@ -274,11 +271,21 @@ def image_sizes(data_dir: Path, ids: Sequence[str], stats: list[tuple[int, ...]]
         while cold:
             _finish(sizes, *cold.popleft())
     finally:
-        if descriptor >= 0:
-            os.close(descriptor)
+        _reopen(descriptor, None)
         for _, handle, _, _ in cold:
             os.close(handle)
     return np.asarray(sizes, dtype=np.int64)
+
+
+def _reopen(descriptor: int, folder: Path | None) -> int:
+    """Open the next folder (if any), then close the one open (if any): files are named relative to it.
+
+    In this order a folder that cannot be opened leaves the old one to the caller's cleanup.
+    """
+    opened = -1 if folder is None else _open_folder(folder)
+    if descriptor >= 0:
+        os.close(descriptor)
+    return opened
 
 
 def checked_sizes(shared: tuple[Path, np.ndarray], ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -315,11 +322,8 @@ def _lstat_fields(data_dir: Path, ids: Sequence[str], fields: np.ndarray) -> Non
         for position, image_id in enumerate(ids):
             cut = image_id.rfind("/")
             if image_id[:cut] != folder:
-                if descriptor >= 0:
-                    os.close(descriptor)
-                    descriptor = -1
                 folder = image_id[:cut]
-                descriptor = _open_folder(data_dir / folder)
+                descriptor = _reopen(descriptor, data_dir / folder)
             try:
                 status = os.stat(image_id[cut + 1 :], dir_fd=descriptor, follow_symlinks=False)
             except OSError:
@@ -327,8 +331,7 @@ def _lstat_fields(data_dir: Path, ids: Sequence[str], fields: np.ndarray) -> Non
             if stat.S_ISREG(status.st_mode):
                 rows.append((position, status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns))
     finally:
-        if descriptor >= 0:
-            os.close(descriptor)
+        _reopen(descriptor, None)
     if rows:
         found = np.asarray(rows, dtype=np.int64)
         fields[found[:, 0]] = found[:, 1:]
