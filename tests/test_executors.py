@@ -214,9 +214,16 @@ def alive(pids: list[int]) -> list[int]:
 SHARD = "30"  # records per shard: thousands of shards (about 2 s of work), so a signal sent after the first lands mid-run
 
 
+# Start the command with SIGINT at its default, as a terminal's foreground job has it. A pytest
+# started in the background by a shell without job control (`cmd &`) ignores SIGINT, and a child
+# inherits the ignore across exec; radvqa rightly keeps an inherited ignore (as nohup relies on).
+FOREGROUND = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+              "os.execv(sys.argv[1], sys.argv[1:])"]
+
+
 def start_generate(root: Path, out: Path, *extra: str) -> tuple[subprocess.Popen[str], list[int]]:
     """Start a real 2-worker generate; return once it wrote its first shard, with its worker pids."""
-    command = [str(RADVQA), "generate", str(root), "-o", str(out), "--workers", "2", "--shard-size", SHARD, *extra]
+    command = [*FOREGROUND, str(RADVQA), "generate", str(root), "-o", str(out), "--workers", "2", "--shard-size", SHARD, *extra]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
     while not list(out.glob("*/*.jsonl")):
