@@ -63,12 +63,6 @@ def api_key_from_env(variables: Sequence[str]) -> str | None:
     return next((os.environ[v] for v in variables if os.environ.get(v)), None)
 
 
-def default_cache_dir(kind: str) -> Path:
-    """``$XDG_CACHE_HOME/radvqa/KIND`` (``~/.cache/radvqa/KIND`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "radvqa" / kind
-
-
 def cache_key(payload: Any) -> str:
     """sha256 of a JSON-serialisable payload."""
     return hashlib.sha256(orjson.dumps(payload)).hexdigest()

@@ -291,10 +291,13 @@ def _voi_grey(values: np.ndarray, view: Dataset, params: PixelParams, counts: np
     """The VOI step (PS3.3 C.11.2): the file's VOI LUT or window with --window dicom, else ours."""
     if params.use_file_window and view.get("VOILUTSequence"):
         return _voi_lut_grey(values, view)
-    window = file_window(view) if params.use_file_window else None
-    if window is None:
-        window = params.window or _percentile_window(values, counts, params.percentiles)
+    window = _fixed_window(view, params) or _percentile_window(values, counts, params.percentiles)
     return apply_windowing(np.asarray(values, dtype=np.float64), _voi8(window))
+
+
+def _fixed_window(view: Dataset, params: PixelParams) -> Window | None:
+    """The file's window with --window dicom (when it has a usable one), else the table's; None for MR."""
+    return (file_window(view) if params.use_file_window else None) or params.window
 
 
 def to_grey(frame: np.ndarray, view: Dataset, params: PixelParams) -> np.ndarray:
@@ -370,8 +373,8 @@ def _windowed(frame: np.ndarray, low: int, high: int, view: Dataset, params: Pix
     rescale = None
     if "RescaleSlope" in view and "RescaleIntercept" in view:  # what apply_modality_lut reads (C.11.1)
         rescale = (float(view.RescaleSlope), float(view.RescaleIntercept))
-    window = (file_window(view) if params.use_file_window else None) or params.window
-    assert window is not None
+    window = _fixed_window(view, params)
+    assert window is not None  # the caller checked params.window
     grey = _window_table(base, top, rescale, window, inverts(view))
     _check_contrast(grey[low - base : high - base + 1])
     return np.take(grey, frame if base == 0 else np.subtract(frame, base, dtype=np.int32))
@@ -384,16 +387,20 @@ def _window_table(base: int, top: int, rescale: tuple[float, float] | None, wind
     if rescale is not None:
         view.RescaleSlope, view.RescaleIntercept = rescale
     values = np.asarray(apply_modality_lut(np.arange(base, top + 1, dtype=np.int64), view), dtype=np.float64)
-    grey = np.clip(np.rint(apply_windowing(values, _voi8(window))), 0, GREY_MAX).astype(np.uint8)
-    grey = GREY_MAX - grey if invert else grey
+    grey = _eight_bits(apply_windowing(values, _voi8(window)), invert)
     grey.flags.writeable = False  # shared by every slice that uses it
     return grey
 
 
 def _grey(values: np.ndarray, view: Dataset, params: PixelParams, counts: np.ndarray | None) -> np.ndarray:
     """Modality values -> uint8 after the VOI step and any inversion (C.11.2, C.11.6)."""
-    grey = np.clip(np.rint(_voi_grey(values, view, params, counts)), 0, GREY_MAX).astype(np.uint8)
-    return GREY_MAX - grey if inverts(view) else grey
+    return _eight_bits(_voi_grey(values, view, params, counts), inverts(view))
+
+
+def _eight_bits(voi: np.ndarray, invert: bool) -> np.ndarray:
+    """VOI output (0..255 floats) -> uint8, inverted when the minimum is shown white (C.11.6)."""
+    grey = np.clip(np.rint(voi), 0, GREY_MAX).astype(np.uint8)
+    return GREY_MAX - grey if invert else grey
 
 
 def _check_contrast(used: np.ndarray) -> None:

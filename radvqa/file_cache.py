@@ -12,10 +12,15 @@ cannot be read or written is ignored.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
 import numpy as np
+
+from .errors import OutputError
+from .resources import default_cache_dir
+from .writers import write_bytes_atomic
 
 _PREFIX = "checked-v1-"
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)  # splitmix64's finaliser
@@ -23,9 +28,8 @@ _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)  # split
 
 def cache_path(data_dir: Path) -> Path:
     """The cache file of one copy (named by a hash of its real path, not the path itself)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     digest = hashlib.blake2b(os.fsencode(os.path.realpath(data_dir)), digest_size=16).hexdigest()
-    return Path(base) / "radvqa" / f"{_PREFIX}{digest}.npy"
+    return default_cache_dir(f"{_PREFIX}{digest}.npy")  # beside the judge and predict caches
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -59,15 +63,11 @@ def load_known(data_dir: Path) -> np.ndarray:
 
 def save_known(data_dir: Path, keys: np.ndarray) -> None:
     """Replace the copy's cache with ``keys`` (the sound files of this run), atomically; never raises."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.unique(keys[keys != 0]), allow_pickle=False)
     path = cache_path(data_dir)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            np.save(handle, np.unique(keys[keys != 0]), allow_pickle=False)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+        write_bytes_atomic(path, buffer.getvalue())
+    except (OSError, OutputError):  # a cache that cannot be written costs the next run time, nothing else
+        pass

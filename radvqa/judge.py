@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .chat import ChatClient, DiskCache, api_key_from_env, cache_key, check_prompts, default_cache_dir
+from .resources import default_cache_dir
+from .chat import ChatClient, DiskCache, api_key_from_env, cache_key, check_prompts
 from .errors import JudgeError
 from .progress import NullProgress, ProgressBar
 from .resources import check_keys, default_path, load_yaml

@@ -31,7 +31,8 @@ from typing import Any
 
 import orjson
 
-from .chat import ChatClient, DiskCache, api_key_from_env, cache_key, check_prompts, default_cache_dir
+from .resources import default_cache_dir
+from .chat import ChatClient, DiskCache, api_key_from_env, cache_key, check_prompts
 from .errors import PredictError
 from .evaluate import benchmark_files, find_manifest, read_benchmark
 from .progress import NullProgress, ProgressBar

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,6 +26,12 @@ class YamlDocument:
 def default_path(kind: str, name: str) -> Path:
     """Path of a default file shipped in the package (kind: 'configs' or 'templates')."""
     return Path(str(resources.files("radvqa") / "data" / kind / name))
+
+
+def default_cache_dir(kind: str) -> Path:
+    """``$XDG_CACHE_HOME/radvqa/KIND`` (``~/.cache/radvqa/KIND`` by default): a cache folder or file."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "radvqa" / kind
 
 
 def load_yaml(path: Path, error: type[ConfigError] | type[Exception] = ConfigError) -> YamlDocument:

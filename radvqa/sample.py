@@ -119,12 +119,9 @@ def _plant_quirks(
     image_bytes: Callable[[int], bytes],
     serial: int,
 ) -> Quirks:
-    def plan(rel: str, content: Callable[[], bytes]) -> None:
-        planned.append((rel, content))
-
     # Ultrasound: two-level folders, listed in the CSVs, skipped by the reader.
     for i, label in enumerate(ULTRASOUND_CLASSES):
-        plan(f"US/{label.split('/')[1]}/us{i:06d}.png", partial(image_bytes, serial + 100 + i))
+        planned.append((f"US/{label.split('/')[1]}/us{i:06d}.png", partial(image_bytes, serial + 100 + i)))
         rows["train"].append((f"{TOP_FOLDER}/US/{label.split('/')[1]}/us{i:06d}.png", label.replace("/", "-")))
     # A CSV row whose file is missing.
     missing = f"{TOP_FOLDER}/CT/abd/liver_lesion/abd-liver_lesion999999.png"
@@ -132,29 +129,29 @@ def _plant_quirks(
     # The same file name in two class folders (different content).
     shared = ("MR/hip/labral_pathology/shared000001.png", "MR/shoulder/labral_pathology/shared000001.png")
     for i, rel in enumerate(shared):
-        plan(rel, partial(image_bytes, serial + 200 + i))
+        planned.append((rel, partial(image_bytes, serial + 200 + i)))
         rows["train"].append((f"{TOP_FOLDER}/{rel}", rel.split("/")[1] + "-labral_pathology"))
     # A byte-identical image filed under two pathologies: one copy in train, one in test.
     identical = ("MR/knee/meniscal_abnormality/dup000001.png", "MR/knee/acl_pathology/dup000001.png")
     for rel in identical:
-        plan(rel, partial(image_bytes, serial + 300))
+        planned.append((rel, partial(image_bytes, serial + 300)))
     rows["train"].append((f"{TOP_FOLDER}/{identical[0]}", "knee-meniscal_abnormality"))
     rows["test"].append((f"{TOP_FOLDER}/{identical[1]}", "knee-acl_pathology"))
     # A blank (constant) image in the test split.
     blank = "CT/lung/Nodule/lung-Nodule-blank000001.png"
-    plan(blank, partial(png_bytes, 0, blank=True))
+    planned.append((blank, partial(png_bytes, 0, blank=True)))
     rows["test"].append((f"{TOP_FOLDER}/{blank}", "lung-Nodule"))
     # A CSV label that disagrees with its folder.
     wrong = "MR/af/Plantar_plate_tear/af-Plantar_plate_tear-mislabelled.png"
-    plan(wrong, partial(image_bytes, serial + 400))
+    planned.append((wrong, partial(image_bytes, serial + 400)))
     rows["train"].append((f"{TOP_FOLDER}/{wrong}", "af-normal"))
     # A class folder that is not in the taxonomy.
     unknown = "MR/knee/mystery_finding/knee-mystery000001.png"
-    plan(unknown, partial(image_bytes, serial + 500))
+    planned.append((unknown, partial(image_bytes, serial + 500)))
     rows["train"].append((f"{TOP_FOLDER}/{unknown}", "knee-mystery_finding"))
     # A path written relative to radiology_ai/ (some users' CSVs), with a Windows separator.
     short = "MR/spine/foraminal_pathlogy/spine-foraminal_pathlogy-short.png"
-    plan(short, partial(image_bytes, serial + 600))
+    planned.append((short, partial(image_bytes, serial + 600)))
     rows["val"].append((short.replace("/", "\\"), "spine-foraminal_pathlogy"))
     return Quirks(missing, shared, identical, blank, wrong, unknown, short)
 

@@ -296,22 +296,25 @@ def checked_sizes(shared: tuple[Path, np.ndarray], ids: Sequence[str]) -> tuple[
     lstat. ``keys`` holds each sound file's key (0 for the others), for the next run.
     """
     data_dir, known = shared
-    fields = np.zeros((len(ids), 5), dtype=np.int64)
+    sizes = np.full(len(ids), _NOT_AN_IMAGE, dtype=np.int64)
+    keys = np.zeros(len(ids), dtype=np.uint64)
     hit = np.zeros(len(ids), dtype=bool)
     if len(known):
+        fields = np.zeros((len(ids), 5), dtype=np.int64)
         _lstat_fields(data_dir, ids, fields)
         keys = stat_keys(fields)
         found = np.searchsorted(known, keys).clip(max=len(known) - 1)
         hit = (known[found] == keys) & (keys != 0)
-    sizes = np.where(hit, fields[:, 2], _NOT_AN_IMAGE)
+        sizes[hit] = fields[hit, 2]
     rest = np.flatnonzero(~hit)
     stats: list[tuple[int, ...]] = []
     sizes[rest] = image_sizes(data_dir, [ids[i] for i in rest], stats)
-    fields[rest] = 0
-    if stats:
+    keys[rest] = 0
+    if stats:  # the keys of the files opened now, from the fstat image_sizes did anyway
         opened = np.asarray(stats, dtype=np.int64)
-        fields[rest[opened[:, 0]]] = opened[:, 1:]
-    return sizes, np.where(sizes > 0, stat_keys(fields), np.uint64(0))
+        keys[rest[opened[:, 0]]] = stat_keys(opened[:, 1:])
+    keys[sizes <= 0] = 0
+    return sizes, keys
 
 
 def _lstat_fields(data_dir: Path, ids: Sequence[str], fields: np.ndarray) -> None:
@@ -351,9 +354,8 @@ def check_images(data_dir: Path, ids: list[str], executor: Executor | None = Non
         count = min(max(1, len(ids) // _BATCH), _BATCHES_PER_WORKER * executor.spec.workers)
         edges = [len(ids) * i // count for i in range(count + 1)]
         job = Job(checked_sizes, [(i, ids[edges[i] : edges[i + 1]]) for i in range(count)], shared, unit="image batches checked")
-        parts = run_tasks(executor, job)
-        sizes = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
-        keys = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.uint64)
+        parts = run_tasks(executor, job)  # at least one batch
+        sizes, keys = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     save_known(data_dir, keys)
     return sizes
 

@@ -30,13 +30,9 @@ LABELS_CSV = REPO / "tests" / "data" / "radimagenet_labels.csv"
 def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """radvqa's cache of verified files (radvqa.file_cache) in a folder of the run, not ~/.cache."""
     folder = tmp_path_factory.mktemp("xdg-cache")
-    before = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(folder)  # subprocesses (the real CLI) inherit it
-    yield folder
-    if before is None:
-        os.environ.pop("XDG_CACHE_HOME", None)
-    else:
-        os.environ["XDG_CACHE_HOME"] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))  # subprocesses (the real CLI) inherit it
+        yield folder
 
 
 @pytest.fixture(scope="session")
